@@ -1,0 +1,293 @@
+"""Behaviour cloning (BC): supervised learning of the dataset's actions, the baseline of offline RL.
+
+Paper: Pomerleau, "Efficient Training of Artificial Neural Networks for Autonomous Navigation",
+Neural Computation 1991. Filtered ("x% BC", `--top-fraction`): Chen et al., "Decision Transformer",
+2021, https://arxiv.org/abs/2106.01345, and Kostrikov et al., "Offline RL with Implicit Q-Learning",
+2022, https://arxiv.org/abs/2110.06169 (the 10% BC column).
+
+BC ignores the rewards: it regresses the policy on the dataset's actions, so at best it matches the
+policy that collected the data. Every offline RL algorithm must beat it, and on good data it is hard
+to beat. Filtered BC clones only the episodes with the highest returns.
+
+    pi = argmin_pi E_{(s,a)~D} [ || pi(s) - a ||^2 ]
+
+Run `python bc.py --help` for the flags; docs/bc.md maps the objective to the lines below.
+"""
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from common.datasets import DEFAULT_DATASET_ID, DatasetError, OfflineDataset, load_dataset
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (network init, batches, evaluation start states)"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when available (falls back to the CPU, saying so)"""
+    track: bool = False
+    """also log to Weights and Biases (needs `pip install wandb`); TensorBoard is always on"""
+    wandb_project_name: str = "offline-rl"
+    """the W&B project, with --track"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team), with --track"""
+    capture_video: bool = False
+    """record videos of evaluation episodes under runs/{run_name}/videos"""
+    save_model: bool = False
+    """save a checkpoint to runs/{run_name}/{exp_name}.pt at each evaluation and at the end"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint (a .pt file written by --save-model) and exit, without training"""
+    dataset_id: str = DEFAULT_DATASET_ID
+    """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
+    total_steps: int = 50_000
+    """gradient steps (CORL uses 1M on D4RL; 50k suffice for the default Pendulum data)"""
+    batch_size: int = 256
+    """transitions per gradient step (CORL)"""
+    eval_freq: int = 5_000
+    """evaluate every this many gradient steps"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run side by side in a vector env"""
+
+    # Algorithm-specific arguments
+    learning_rate: float = 3e-4
+    """Adam learning rate (CORL)"""
+    hidden_dim: int = 256
+    """width of the two hidden layers of the policy (CORL: 2x256)"""
+    top_fraction: float = 1.0
+    """clone only this fraction of the episodes, those with the highest returns (0.1 = "10% BC"); 1.0 = plain BC"""
+
+
+def check_args(args: Args) -> None:
+    """Bad flags fail here, before anything is written."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes", "hidden_dim"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    if not args.learning_rate > 0:
+        errors.append(f"--learning-rate must be positive (got {args.learning_rate})")
+    if not 0.0 < args.top_fraction <= 1.0:
+        errors.append(f"--top-fraction must be in (0, 1] (got {args.top_fraction})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    if errors:
+        sys.exit("error: " + "\n       ".join(errors))
+
+
+class Actor(nn.Module):
+    """Deterministic MLP policy, tanh-squashed then scaled to the action bounds."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, action_low, action_high):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+            nn.Linear(hidden_dim, act_dim),
+        )
+        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
+        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
+
+
+def top_episode_transitions(data: OfflineDataset, fraction: float) -> torch.Tensor:
+    """Indices of the transitions of the ceil(fraction * E) episodes with the highest returns."""
+    k = max(1, math.ceil(fraction * data.num_episodes - 1e-9))
+    episodes = torch.argsort(data.episode_returns, descending=True, stable=True)[:k]
+    return torch.cat([
+        torch.arange(int(data.episode_starts[e]), int(data.episode_starts[e] + data.episode_lengths[e]),
+                     device=data.observations.device)
+        for e in episodes
+    ])
+
+
+def evaluation_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
+    """Fresh start states at each evaluation, reproducible from (seed, evaluation index)."""
+    return [int(s) for s in np.random.SeedSequence([seed, evaluation]).generate_state(episodes)]
+
+
+@torch.no_grad()
+def evaluate(policy, data: OfflineDataset, seeds: list[int], device, video_dir: Optional[str] = None):
+    """Roll out `policy` (normalised obs tensor -> action tensor) deterministically, one episode per
+    seed, all side by side. Returns (raw returns, normalised scores or None)."""
+
+    def make(i):
+        def thunk():
+            env = data.make_env(render_mode="rgb_array" if video_dir and i == 0 else None)
+            if video_dir and i == 0:
+                env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+            return env
+        return thunk
+
+    envs = gym.vector.SyncVectorEnv([make(i) for i in range(len(seeds))])
+    obs, _ = envs.reset(seed=seeds)
+    returns = np.zeros(len(seeds))
+    done = np.zeros(len(seeds), dtype=bool)
+    while not done.all():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        action = policy(data.normalize_obs(obs_t)).cpu().numpy().astype(envs.single_action_space.dtype)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        returns += np.where(done, 0.0, reward)  # an env that finished keeps its first episode's return
+        done |= terminated | truncated
+    envs.close()
+    return returns, data.normalized_score(returns)
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary name, then rename: a crash never leaves half a file."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def write_summary(run_dir: str, summary: dict) -> None:
+    with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
+    print(json.dumps(summary, indent=2))
+
+
+def score_text(returns, scores) -> str:
+    text = f"return {returns.mean():.1f}"
+    return text + (f" | normalized score {scores.mean():.1f}" if scores is not None else "")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    check_args(args)
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("CUDA is not available: running on the CPU.")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    checkpoint = None
+    if args.eval_checkpoint:
+        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        args.dataset_id = checkpoint["args"]["dataset_id"]
+    try:
+        data = load_dataset(args.dataset_id, device)
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+    if args.eval_checkpoint is None and args.top_fraction < 1.0:
+        keep = top_episode_transitions(data, args.top_fraction)
+        print(f"Filtered BC: cloning the top {args.top_fraction:.0%} episodes ({keep.numel()} transitions).")
+    else:
+        keep = None
+    n_keep = data.size if keep is None else keep.numel()
+
+    run_name = f"{args.dataset_id}__{args.exp_name}__{args.seed}__{int(time.time())}".replace("/", "-")
+    run_dir = os.path.join("runs", run_name)
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+    if args.track:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+
+    actor = Actor(data.obs_dim, data.act_dim, args.hidden_dim, data.action_low, data.action_high).to(device)
+
+    if checkpoint is not None:  # --eval-checkpoint: evaluate the saved policy, then exit
+        actor = Actor(data.obs_dim, data.act_dim, checkpoint["args"]["hidden_dim"],
+                      data.action_low, data.action_high).to(device)
+        actor.load_state_dict(checkpoint["actor"])
+        data.obs_mean, data.obs_std = checkpoint["obs_mean"].to(device), checkpoint["obs_std"].to(device)
+        seeds = checkpoint["eval_seeds"]
+        returns, scores = evaluate(actor, data, seeds, device, video_dir)
+        print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
+        write_summary(run_dir, {
+            "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
+            "returns": returns.tolist(), "return_mean": float(returns.mean()),
+            "normalized_score": None if scores is None else float(scores.mean()),
+            "reference": data.ref_source,
+        })
+        writer.close()
+        sys.exit(0)
+
+    optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    # Normalise once: the hot loop only indexes.
+    observations = data.normalize_obs(data.observations)
+    actions = data.actions
+
+    history, best_score, train_time, evaluations = [], -math.inf, 0.0, 0
+    t_start = t_log = t_print = time.time()
+    print(f"Training BC on {args.dataset_id} for {args.total_steps} steps on {device} ({run_dir})")
+    for step in range(1, args.total_steps + 1):
+        idx = torch.randint(0, n_keep, (args.batch_size,), device=device)
+        if keep is not None:
+            idx = keep[idx]
+        # L(pi) = E_{(s,a)~D} || pi(s) - a ||^2
+        loss = F.mse_loss(actor(observations[idx]), actions[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
+        if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
+            writer.add_scalar("losses/actor_loss", loss.item(), step)
+            now = time.time()
+            train_time += now - t_log
+            t_log = now
+            sps = int(step / train_time)
+            writer.add_scalar("charts/SPS", sps, step)
+            if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
+                print(f"step {step}/{args.total_steps} | SPS {sps} | loss {loss.item():.4f}", flush=True)
+                t_print = now
+
+        if evaluate_now:
+            seeds = evaluation_seeds(args.seed, evaluations, args.eval_episodes)
+            evaluations += 1
+            actor.eval()
+            returns, scores = evaluate(actor, data, seeds, device, video_dir)
+            actor.train()
+            writer.add_scalar("eval/episodic_return", returns.mean(), step)
+            if scores is not None:
+                writer.add_scalar("eval/normalized_score", scores.mean(), step)
+                best_score = max(best_score, float(scores.mean()))
+            history.append([step, float(returns.mean()), None if scores is None else float(scores.mean())])
+            print(f"step {step}/{args.total_steps} | SPS {sps} | loss {loss.item():.4f} | {score_text(returns, scores)}",
+                  flush=True)
+            if args.save_model:
+                save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
+                    "actor": actor.state_dict(), "args": asdict(args),
+                    "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
+                    "step": step, "eval_seeds": seeds,
+                })
+            t_log = time.time()  # evaluation time does not count in SPS
+
+    write_summary(run_dir, {
+        "algorithm": "bc", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
+        "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
+        "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,
+        "sps": sps, "wall_time_s": round(time.time() - t_start, 1), "eval_history": history,
+    })
+    writer.close()
