@@ -214,11 +214,10 @@ if __name__ == "__main__":
                    config=vars(args), name=run_name, save_code=True)
     video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
 
-    actor = Actor(data.obs_dim, data.act_dim, args.hidden_dim, data.action_low, data.action_high).to(device)
+    hidden_dim = checkpoint["args"]["hidden_dim"] if checkpoint else args.hidden_dim
+    actor = Actor(data.obs_dim, data.act_dim, hidden_dim, data.action_low, data.action_high).to(device)
 
     if checkpoint is not None:  # --eval-checkpoint: evaluate the saved policy, then exit
-        actor = Actor(data.obs_dim, data.act_dim, checkpoint["args"]["hidden_dim"],
-                      data.action_low, data.action_high).to(device)
         actor.load_state_dict(checkpoint["actor"])
         data.obs_mean, data.obs_std = checkpoint["obs_mean"].to(device), checkpoint["obs_std"].to(device)
         seeds = checkpoint["eval_seeds"]
@@ -257,7 +256,7 @@ if __name__ == "__main__":
             now = time.time()
             train_time += now - t_log
             t_log = now
-            sps = int(step / train_time)
+            sps = round(step / train_time, 1)
             writer.add_scalar("charts/SPS", sps, step)
             if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
                 print(f"step {step}/{args.total_steps} | SPS {sps} | loss {loss.item():.4f}", flush=True)
@@ -282,7 +281,7 @@ if __name__ == "__main__":
                     "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
                     "step": step, "eval_seeds": seeds,
                 })
-            t_log = time.time()  # evaluation time does not count in SPS
+            t_log = t_print = time.time()  # evaluation time does not count in SPS
 
     write_summary(run_dir, {
         "algorithm": "bc", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,

@@ -144,5 +144,8 @@ def test_malformed_id():
 
 
 def test_the_tests_never_touch_home_minari():
-    assert os.environ["MINARI_DATASETS_PATH"].startswith(os.path.realpath(os.environ["MINARI_DATASETS_PATH"])[:4])
-    assert ".minari" not in os.environ["MINARI_DATASETS_PATH"]
+    import tempfile
+
+    root = os.path.realpath(os.environ["MINARI_DATASETS_PATH"])
+    assert root.startswith(os.path.realpath(tempfile.gettempdir()))
+    assert not root.startswith(os.path.realpath(os.path.expanduser("~/.minari")))

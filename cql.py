@@ -1,0 +1,530 @@
+"""Conservative Q-Learning (CQL): offline SAC whose critic is pushed down on actions the data lacks.
+
+Paper: Kumar, Zhou, Tucker, Levine, "Conservative Q-Learning for Offline Reinforcement Learning",
+NeurIPS 2020, https://arxiv.org/abs/2006.04779 (CQL(H): Eq. 4; importance-sampled logsumexp and the
+Lagrangian alpha: Appendix F). Backbone: Haarnoja et al., "Soft Actor-Critic Algorithms and
+Applications", 2018, https://arxiv.org/abs/1812.05905.
+
+Off-policy RL on a fixed dataset overestimates the actions the data never tried: the actor picks them
+and the Bellman backup copies the error backwards, with no new data to correct it. CQL adds one term
+to the critic's loss: push Q down on every action (a soft maximum over a), push it back up on the
+dataset's actions. For a large enough alpha the learned Q lower-bounds the policy's true value
+(Theorem 3.2). With `--cql-alpha 0` this file is plain offline SAC: the failure case, kept on purpose.
+
+    min_Q  alpha E_{s~D}[ log sum_a exp Q(s,a) - E_{a~D(a|s)} Q(s,a) ]
+           + E_{(s,a,r,s')~D}[ (Q(s,a) - (r + gamma (1-d) E_{a'~pi(.|s')} Qbar(s',a')))^2 ]
+    max_pi E_{s~D, a~pi(.|s)}[ min_i Q_i(s,a) - beta log pi(a|s) ]
+
+(beta: SAC's entropy temperature, tuned so that the policy's entropy stays near -dim(A).)
+
+Run `python cql.py --help` for the flags; docs/cql.md maps the objective to the lines below.
+"""
+
+import copy
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from common.datasets import DEFAULT_DATASET_ID, DatasetError, OfflineDataset, load_dataset
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (network init, batches, evaluation start states)"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when available (falls back to the CPU, saying so)"""
+    track: bool = False
+    """also log to Weights and Biases (needs `pip install wandb`); TensorBoard is always on"""
+    wandb_project_name: str = "offline-rl"
+    """the W&B project, with --track"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team), with --track"""
+    capture_video: bool = False
+    """record videos of evaluation episodes under runs/{run_name}/videos"""
+    save_model: bool = False
+    """save a checkpoint to runs/{run_name}/{exp_name}.pt at each evaluation and at the end"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint (a .pt file written by --save-model) and exit, without training"""
+    dataset_id: str = DEFAULT_DATASET_ID
+    """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
+    total_steps: int = 10_000
+    """gradient steps (CORL uses 1M on D4RL; 10k for the small default Pendulum data, about 10-15 min on 2 idle CPU cores)"""
+    batch_size: int = 256
+    """transitions per gradient step (CORL)"""
+    eval_freq: int = 2_000
+    """evaluate every this many gradient steps"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run side by side in a vector env"""
+
+    # Algorithm-specific arguments
+    gamma: float = 0.99
+    """discount factor (paper, CORL)"""
+    tau: float = 5e-3
+    """Polyak rate of the target critics, Qbar <- (1 - tau) Qbar + tau Q (CORL)"""
+    policy_lr: float = 1e-4
+    """actor Adam learning rate (d3rlpy; CORL uses 3e-5, for runs of 1M steps)"""
+    q_lr: float = 3e-4
+    """critics' Adam learning rate (paper, CORL)"""
+    entropy_lr: float = 3e-4
+    """Adam learning rate of the entropy temperature beta (SAC, Haarnoja et al. 2018)"""
+    hidden_dim: int = 256
+    """width of every hidden layer, actor and critics (CORL: 256)"""
+    critic_layers: int = 3
+    """hidden layers of each Q-network (CORL: 3x256)"""
+    actor_layers: int = 3
+    """hidden layers of the actor (CORL: 3x256)"""
+    cql_alpha: float = 5.0
+    """weight alpha of the conservative penalty (paper: 5; CORL: 10); with --cql-lagrange, its starting value;
+    0 without --cql-lagrange = plain offline SAC (the failure case). Guide: about 0.5-1 for expert data,
+    1-5 for medium, 5-10 for random or replay data"""
+    cql_n_actions: int = 10
+    """sampled actions per state from each of: uniform, pi(.|s), pi(.|s') (paper, CORL: 10)"""
+    cql_lagrange: bool = False
+    """tune alpha by dual gradient steps so that the CQL gap stays near --cql-target-action-gap (paper, App. F)"""
+    cql_target_action_gap: float = 5.0
+    """with --cql-lagrange: the gap logsumexp_a Q - E_D[Q] that alpha aims for (paper: 5 or 10; guide: 5-10;
+    our logsumexp keeps its -log(3N) term, so a target from code without it is log(3N) too high here)"""
+    cql_alpha_lr: float = 3e-4
+    """with --cql-lagrange: Adam learning rate of log(alpha) (CORL: the critics' rate)"""
+    backup_entropy: bool = False
+    """subtract beta log pi(a'|s') in the TD target (off in the paper's code and CORL: then Q estimates
+    reward only and is comparable with the Monte-Carlo return)"""
+    compile: bool = False
+    """run the loss computations through torch.compile (see docs/cql.md for whether it pays on your machine)"""
+
+
+def check_args(args: Args) -> None:
+    """Bad flags fail here, before anything is written."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes", "hidden_dim", "critic_layers",
+                 "actor_layers", "cql_n_actions"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    for name in ("policy_lr", "q_lr", "entropy_lr", "cql_alpha_lr"):
+        if not getattr(args, name) > 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    if not 0.0 <= args.gamma < 1.0:
+        errors.append(f"--gamma must be in [0, 1) (got {args.gamma})")
+    if not 0.0 < args.tau <= 1.0:
+        errors.append(f"--tau must be in (0, 1] (got {args.tau})")
+    if not (math.isfinite(args.cql_alpha) and args.cql_alpha >= 0):
+        errors.append(f"--cql-alpha must be >= 0 (got {args.cql_alpha})")
+    elif args.cql_lagrange and args.cql_alpha == 0:
+        errors.append("--cql-lagrange needs a positive starting --cql-alpha (got 0.0): alpha is tuned in log space")
+    if not (math.isfinite(args.cql_target_action_gap) and args.cql_target_action_gap > 0):
+        errors.append(f"--cql-target-action-gap must be positive (got {args.cql_target_action_gap})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    if errors:
+        sys.exit("error: " + "\n       ".join(errors))
+
+
+def mlp(in_dim: int, hidden_dim: int, layers: int) -> nn.Sequential:
+    modules = []
+    for i in range(layers):
+        modules += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
+    return nn.Sequential(*modules)
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian policy: a = tanh(u), u ~ N(mu(s), sigma(s)^2). Actions live in [-1, 1]^d; `act`
+    scales the deterministic action tanh(mu(s)) to the env's bounds."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # keeps sigma in a range where log pi stays finite
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, layers: int, action_low, action_high):
+        super().__init__()
+        self.trunk = mlp(obs_dim, hidden_dim, layers)
+        self.mean = nn.Linear(hidden_dim, act_dim)
+        self.log_std = nn.Linear(hidden_dim, act_dim)
+        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
+        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+
+    def forward(self, obs: torch.Tensor):
+        h = self.trunk(obs)
+        return self.mean(h), self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor, n: Optional[int] = None):
+        """Actions a ~ pi(.|s) and log pi(a|s): shapes (B, d), (B); or with n, n per state: (B, n, d), (B, n).
+        The network runs once per state; only the noise is drawn n times."""
+        mean, log_std = self(obs)
+        if n is not None:
+            mean, log_std = mean.unsqueeze(1), log_std.unsqueeze(1)
+        eps = torch.randn_like(mean) if n is None else torch.randn(obs.shape[0], n, mean.shape[-1], device=obs.device)
+        u = mean + log_std.exp() * eps
+        # log pi(a|s) = sum_j [ log N(u_j; mu_j, sigma_j^2) - log(1 - tanh(u_j)^2) ]   (change of variables a = tanh u)
+        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|
+        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action tanh(mu(s)), in the env's units (for evaluation)."""
+        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias
+
+
+class TwinQ(nn.Module):
+    """Q_1 and Q_2, each an MLP on [s, a], stored as stacked weights: one batched matrix product per
+    layer evaluates both critics, so the CQL term's many samples cost one pass, not two."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, layers: int, n: int = 2):
+        super().__init__()
+        sizes = [in_dim] + [hidden_dim] * layers + [1]
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation, per critic
+            self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """obs (M, obs_dim), act (M, act_dim) -> (2, M): Q_1(s, a) and Q_2(s, a)."""
+        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.weights[0].shape[0], -1, -1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < len(self.weights) - 1:
+                x = F.relu(x)
+        return x.squeeze(-1)
+
+
+def cql_logsumexp(q_rand, q_curr, q_next, log_pi_curr, log_pi_next, act_dim: int) -> torch.Tensor:
+    """Importance-sampled estimate of log sum_a exp Q(s,a) = log of the integral of exp Q(s,a) over
+    [-1, 1]^d (paper, App. F). Inputs (..., N): Q on N uniform actions, on N actions from pi(.|s) and on
+    N from pi(.|s'), and the log densities of the policy samples. Returns (...)."""
+    # log of the uniform density on [-1, 1]^d: log 0.5^d
+    log_unif = -act_dim * math.log(2.0)
+    # log int exp Q da = log E_{a~mu}[ exp Q(s,a) / mu(a) ] ~= logsumexp_i [ Q(s,a_i) - log mu(a_i) ] - log M,
+    # one proposal mu per block of N samples: uniform, pi(.|s), pi(.|s') (their mixture, M = 3N in all)
+    weighted = torch.cat([q_rand - log_unif, q_curr - log_pi_curr, q_next - log_pi_next], dim=-1)
+    return torch.logsumexp(weighted, dim=-1) - math.log(weighted.shape[-1])
+
+
+class CQL:
+    """The networks, optimisers and one gradient step of CQL (or of offline SAC when alpha = 0)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, args: Args, action_low, action_high, device):
+        self.args, self.act_dim = args, act_dim
+        self.actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_layers, action_low, action_high).to(device)
+        self.critic = TwinQ(obs_dim + act_dim, args.hidden_dim, args.critic_layers).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # SAC's automatic entropy tuning: beta = exp(log_beta), target entropy -dim(A) (Haarnoja et al. 2018)
+        self.log_beta = torch.zeros((), device=device, requires_grad=True)
+        self.target_entropy = -float(act_dim)
+        self.log_cql_alpha = torch.tensor(math.log(args.cql_alpha) if args.cql_lagrange else 0.0,
+                                          device=device, requires_grad=True)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.policy_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.q_lr)
+        self.beta_optimizer = torch.optim.Adam([self.log_beta], lr=args.entropy_lr)
+        self.cql_alpha_optimizer = torch.optim.Adam([self.log_cql_alpha], lr=args.cql_alpha_lr)
+        # alpha = 0 without the Lagrangian is plain SAC: skip the sampled actions altogether
+        self.use_cql = args.cql_lagrange or args.cql_alpha > 0
+        self.critic_loss_fn = torch.compile(self.critic_loss) if args.compile else self.critic_loss
+        self.actor_loss_fn = torch.compile(self.actor_loss) if args.compile else self.actor_loss
+
+    def cql_alpha(self) -> torch.Tensor:
+        if self.args.cql_lagrange:
+            return self.log_cql_alpha.exp().clamp(0.0, 1e6)
+        return torch.tensor(self.args.cql_alpha, device=self.log_cql_alpha.device)
+
+    def sampled_q(self, obs, act, next_obs):
+        """Q_1, Q_2 at s on the dataset action and on 3N sampled actions, all in ONE pass per critic.
+        Returns q (2, B, 1 + 3N) (columns: data, N uniform, N from pi(.|s), N from pi(.|s')) and the
+        logsumexp estimate (2, B)."""
+        B, N, d = obs.shape[0], self.args.cql_n_actions, self.act_dim
+        with torch.no_grad():  # the samples are proposals for the critic's loss: no gradient to the actor
+            rand_act = torch.rand(B, N, d, device=obs.device) * 2.0 - 1.0
+            curr_act, curr_log_pi = self.actor.sample(obs, N)
+            next_act, next_log_pi = self.actor.sample(next_obs, N)
+        # every action is evaluated at s, also the ones drawn at s' (as in the paper's code)
+        all_act = torch.cat([act.unsqueeze(1), rand_act, curr_act, next_act], dim=1)  # (B, 1 + 3N, d)
+        all_obs = obs.unsqueeze(1).expand(-1, 1 + 3 * N, -1)
+        q = self.critic(all_obs.reshape(B * (1 + 3 * N), -1), all_act.reshape(B * (1 + 3 * N), d))
+        q = q.view(2, B, 1 + 3 * N)
+        lse = cql_logsumexp(q[..., 1:1 + N], q[..., 1 + N:1 + 2 * N], q[..., 1 + 2 * N:],
+                            curr_log_pi, next_log_pi, d)
+        return q, lse
+
+    def critic_loss(self, obs, act, rew, next_obs, done):
+        with torch.no_grad():
+            next_act, next_log_pi = self.actor.sample(next_obs)
+            next_q = self.critic_target(next_obs, next_act).min(dim=0).values
+            if self.args.backup_entropy:
+                next_q = next_q - self.log_beta.exp() * next_log_pi
+            # y = r + gamma (1 - d) min_i Qbar_i(s', a'),  a' ~ pi(.|s')   (no bootstrap past a termination)
+            target = rew + self.args.gamma * (1.0 - done) * next_q
+        if not self.use_cql:
+            q_data = self.critic(obs, act)
+            # L_TD = sum_i E_D[ (Q_i(s,a) - y)^2 ]
+            return (q_data - target).pow(2).mean(dim=1).sum(), torch.zeros(2, device=obs.device)
+        q, lse = self.sampled_q(obs, act, next_obs)
+        q_data = q[..., 0]
+        # L_TD = sum_i E_D[ (Q_i(s,a) - y)^2 ]
+        td_loss = (q_data - target).pow(2).mean(dim=1).sum()
+        # gap_i = E_{s~D}[ log sum_a exp Q_i(s,a) - E_{a~D}[Q_i(s,a)] ], one per critic
+        gap = (lse - q_data).mean(dim=1)
+        # L_Q = L_TD + alpha sum_i gap_i   (with the Lagrangian: alpha (gap_i - target gap), same gradient in Q)
+        return td_loss + self.cql_alpha().detach() * gap.sum(), gap.detach()
+
+    def cql_alpha_loss(self, gap):
+        # max_{alpha >= 0} alpha (gap - target gap): descend on -alpha (gap - target gap), in log alpha
+        return -self.log_cql_alpha.exp() * (gap.mean() - self.args.cql_target_action_gap)
+
+    def actor_loss(self, obs):
+        act, log_pi = self.actor.sample(obs)
+        q = self.critic(obs, act).min(dim=0).values
+        beta = self.log_beta.exp()
+        # L_pi = E_{s~D, a~pi}[ beta log pi(a|s) - min_i Q_i(s,a) ]
+        actor_loss = (beta.detach() * log_pi - q).mean()
+        # L_beta = E_{a~pi}[ -beta (log pi(a|s) + Hbar) ],  Hbar = -dim(A)
+        beta_loss = -(beta * (log_pi.detach() + self.target_entropy)).mean()
+        return actor_loss, beta_loss, log_pi.detach()
+
+    def update(self, obs, act, rew, next_obs, done) -> dict:
+        """One gradient step on a batch (actions in [-1, 1]^d). Returns detached tensors, no sync."""
+        critic_loss, gap = self.critic_loss_fn(obs, act, rew, next_obs, done)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        metrics = {"critic_loss": critic_loss.detach()}
+        if self.args.cql_lagrange:
+            alpha_loss = self.cql_alpha_loss(gap)
+            self.cql_alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.cql_alpha_optimizer.step()
+            metrics["alpha_loss"] = alpha_loss.detach()
+
+        actor_loss, beta_loss, log_pi = self.actor_loss_fn(obs)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.beta_optimizer.zero_grad(set_to_none=True)
+        (actor_loss + beta_loss).backward()  # the critic's gradients from this are cleared at its next step
+        self.actor_optimizer.step()
+        self.beta_optimizer.step()
+
+        with torch.no_grad():
+            # Qbar <- (1 - tau) Qbar + tau Q
+            for p_target, p in zip(self.critic_target.parameters(), self.critic.parameters()):
+                p_target.lerp_(p, self.args.tau)
+        metrics.update(actor_loss=actor_loss.detach(), entropy=-log_pi.mean())
+        return metrics
+
+    @torch.no_grad()
+    def probe(self, obs, act, next_obs) -> dict:
+        """What the theory talks about, on one batch: mean Q (of the twins) on dataset, uniform and
+        policy actions, and the CQL gap. Runs at logging steps only, in every mode (alpha = 0 too)."""
+        q, lse = self.sampled_q(obs, act, next_obs)
+        N = self.args.cql_n_actions
+        return {"q_data": q[..., 0].mean(), "q_random": q[..., 1:1 + N].mean(),
+                "q_policy": q[..., 1 + N:1 + 2 * N].mean(), "cql_gap": (lse - q[..., 0]).mean()}
+
+
+def discounted_returns(data: OfflineDataset, gamma: float) -> torch.Tensor:
+    """The dataset's Monte-Carlo return of every transition, G_t = r_t + gamma G_{t+1} within its episode.
+
+    A terminated episode ends with G_T = 0. A truncated one lacks its tail gamma^(T-t) V(s_T), which no
+    return in the data measures: we estimate V(s_T) as the mean reward of the episode's last
+    min(T, 1/(1-gamma)) steps, continued forever. Exact when an episode ends in a steady state (a
+    pendulum balanced or spinning); otherwise an estimate whose error shrinks as gamma^(T-t)."""
+    rewards = data.rewards.double().cpu().numpy()
+    truncated = data.truncations.cpu().numpy()
+    out = np.empty_like(rewards)
+    window = int(round(1.0 / (1.0 - gamma)))
+    for start, length in zip(data.episode_starts.tolist(), data.episode_lengths.tolist()):
+        r = rewards[start:start + length]
+        g = r[-min(length, window):].mean() / (1.0 - gamma) if truncated[start + length - 1] else 0.0
+        for t in range(length - 1, -1, -1):
+            # G_t = r_t + gamma G_{t+1}
+            g = r[t] + gamma * g
+            out[start + t] = g
+    return torch.as_tensor(out, dtype=torch.float32, device=data.rewards.device)
+
+
+def evaluation_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
+    """Fresh start states at each evaluation, reproducible from (seed, evaluation index)."""
+    return [int(s) for s in np.random.SeedSequence([seed, evaluation]).generate_state(episodes)]
+
+
+@torch.no_grad()
+def evaluate(policy, data: OfflineDataset, seeds: list[int], device, video_dir: Optional[str] = None):
+    """Roll out `policy` (normalised obs tensor -> action tensor) deterministically, one episode per
+    seed, all side by side. Returns (raw returns, normalised scores or None)."""
+
+    def make(i):
+        def thunk():
+            env = data.make_env(render_mode="rgb_array" if video_dir and i == 0 else None)
+            if video_dir and i == 0:
+                env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+            return env
+        return thunk
+
+    envs = gym.vector.SyncVectorEnv([make(i) for i in range(len(seeds))])
+    obs, _ = envs.reset(seed=seeds)
+    returns = np.zeros(len(seeds))
+    done = np.zeros(len(seeds), dtype=bool)
+    while not done.all():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        action = policy(data.normalize_obs(obs_t)).cpu().numpy().astype(envs.single_action_space.dtype)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        returns += np.where(done, 0.0, reward)  # an env that finished keeps its first episode's return
+        done |= terminated | truncated
+    envs.close()
+    return returns, data.normalized_score(returns)
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary name, then rename: a crash never leaves half a file."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def write_summary(run_dir: str, summary: dict) -> None:
+    with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
+    print(json.dumps(summary, indent=2))
+
+
+def score_text(returns, scores) -> str:
+    text = f"return {returns.mean():.1f}"
+    return text + (f" | normalized score {scores.mean():.1f}" if scores is not None else "")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    check_args(args)
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("CUDA is not available: running on the CPU.")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    checkpoint = None
+    if args.eval_checkpoint:
+        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        args.dataset_id = checkpoint["args"]["dataset_id"]
+    try:
+        data = load_dataset(args.dataset_id, device)
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+
+    run_name = f"{args.dataset_id}__{args.exp_name}__{args.seed}__{int(time.time())}".replace("/", "-")
+    run_dir = os.path.join("runs", run_name)
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+    if args.track:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+
+    if checkpoint is not None:  # --eval-checkpoint: evaluate the saved policy, then exit
+        saved = checkpoint["args"]
+        actor = Actor(data.obs_dim, data.act_dim, saved["hidden_dim"], saved["actor_layers"],
+                      data.action_low, data.action_high).to(device)
+        actor.load_state_dict(checkpoint["actor"])
+        data.obs_mean, data.obs_std = checkpoint["obs_mean"].to(device), checkpoint["obs_std"].to(device)
+        seeds = checkpoint["eval_seeds"]
+        returns, scores = evaluate(actor.act, data, seeds, device, video_dir)
+        print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
+        write_summary(run_dir, {
+            "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
+            "returns": returns.tolist(), "return_mean": float(returns.mean()),
+            "normalized_score": None if scores is None else float(scores.mean()),
+            "reference": data.ref_source,
+        })
+        writer.close()
+        sys.exit(0)
+
+    agent = CQL(data.obs_dim, data.act_dim, args, data.action_low, data.action_high, device)
+    actor = agent.actor
+    # Normalise once: the hot loop only indexes. The critics see actions in [-1, 1]^d, like the actor's.
+    observations = data.normalize_obs(data.observations)
+    next_observations = data.normalize_obs(data.next_observations)
+    actions = ((data.actions - actor.action_bias) / actor.action_scale).clamp(-1.0, 1.0)
+    rewards, terminals = data.rewards, data.terminals
+    mc_returns = discounted_returns(data, args.gamma)  # once per dataset, for values/mc_return
+
+    history, best_score, train_time, evaluations = [], -math.inf, 0.0, 0
+    t_start = t_log = t_print = time.time()
+    mode = "offline SAC (alpha = 0)" if not agent.use_cql else "CQL"
+    print(f"Training {mode} on {args.dataset_id} for {args.total_steps} steps on {device} ({run_dir})")
+    for step in range(1, args.total_steps + 1):
+        idx = torch.randint(0, data.size, (args.batch_size,), device=device)
+        metrics = agent.update(observations[idx], actions[idx], rewards[idx], next_observations[idx], terminals[idx])
+
+        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
+        if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
+            metrics.update(agent.probe(observations[idx], actions[idx], next_observations[idx]))
+            metrics.update(alpha=agent.cql_alpha() if agent.use_cql else torch.zeros(()),
+                           entropy_temperature=agent.log_beta.exp())
+            values = {k: round(v.item(), 4) for k, v in metrics.items()}
+            values["mc_return"] = round(mc_returns[idx].mean().item(), 4)
+            for k, v in values.items():
+                writer.add_scalar(f"values/{k}" if k.startswith(("q_", "mc_")) else f"losses/{k}", v, step)
+            now = time.time()
+            train_time += now - t_log
+            t_log = now
+            sps = round(step / train_time, 1)
+            writer.add_scalar("charts/SPS", sps, step)
+            line = (f"step {step}/{args.total_steps} | SPS {sps} | Q(s,a_data) {values['q_data']:.1f} "
+                    f"| MC return {values['mc_return']:.1f} | gap {values['cql_gap']:.2f}")
+            if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
+                print(line, flush=True)
+                t_print = now
+
+        if evaluate_now:
+            seeds = evaluation_seeds(args.seed, evaluations, args.eval_episodes)
+            evaluations += 1
+            actor.eval()
+            returns, scores = evaluate(actor.act, data, seeds, device, video_dir)
+            actor.train()
+            writer.add_scalar("eval/episodic_return", returns.mean(), step)
+            if scores is not None:
+                writer.add_scalar("eval/normalized_score", scores.mean(), step)
+                best_score = max(best_score, float(scores.mean()))
+            history.append([step, float(returns.mean()), None if scores is None else float(scores.mean())])
+            print(f"{line} | {score_text(returns, scores)}", flush=True)
+            if args.save_model:
+                save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
+                    "actor": actor.state_dict(), "critic": agent.critic.state_dict(),
+                    "critic_target": agent.critic_target.state_dict(), "log_beta": agent.log_beta.detach().cpu(),
+                    "log_cql_alpha": agent.log_cql_alpha.detach().cpu(), "args": asdict(args),
+                    "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
+                    "step": step, "eval_seeds": seeds,
+                })
+            t_log = t_print = time.time()  # evaluation time does not count in SPS
+
+    write_summary(run_dir, {
+        "algorithm": "cql", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
+        "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
+        "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,
+        "sps": sps, "wall_time_s": round(time.time() - t_start, 1), "eval_history": history,
+        "final_values": values,
+    })
+    writer.close()

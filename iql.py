@@ -1,0 +1,467 @@
+"""Implicit Q-Learning (IQL): offline RL that never evaluates an action outside the dataset.
+
+Paper: Kostrikov, Nair, Levine, "Offline Reinforcement Learning with Implicit Q-Learning", ICLR 2022,
+https://arxiv.org/abs/2110.06169. Defaults follow the paper's locomotion settings and CORL's iql.py
+(Tarasov et al., "CORL: Research-oriented Deep Offline RL Library", 2022).
+
+The max over actions in the Bellman target is where out-of-distribution actions get in. IQL drops
+it: V(s) is fitted by expectile regression to Q(s,a) on the dataset's actions only, so for an
+expectile tau near 1 it approaches the best in-data action's value; Q is fitted to r + gamma V(s');
+the policy is then extracted by advantage-weighted regression (AWR) on the dataset's actions.
+
+    L_V(psi)     = E_{(s,a)~D} [ L2^tau( Q_target(s,a) - V_psi(s) ) ],   L2^tau(u) = |tau - 1(u < 0)| u^2
+    L_Q(theta)   = E_{(s,a,r,s')~D} [ ( r + gamma (1 - done) V_psi(s') - Q_theta(s,a) )^2 ]
+    L_pi(phi)    = -E_{(s,a)~D} [ exp( beta (Q_target(s,a) - V_psi(s)) ) log pi_phi(a|s) ]
+
+Run `python iql.py --help` for the flags; docs/iql.md maps the objective to the lines below.
+"""
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from common.datasets import DEFAULT_DATASET_ID, DatasetError, OfflineDataset, load_dataset
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (network init, batches, evaluation start states)"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when available (falls back to the CPU, saying so)"""
+    track: bool = False
+    """also log to Weights and Biases (needs `pip install wandb`); TensorBoard is always on"""
+    wandb_project_name: str = "offline-rl"
+    """the W&B project, with --track"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team), with --track"""
+    capture_video: bool = False
+    """record videos of evaluation episodes under runs/{run_name}/videos"""
+    save_model: bool = False
+    """save a checkpoint to runs/{run_name}/{exp_name}.pt at each evaluation and at the end"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint (a .pt file written by --save-model) and exit, without training"""
+    dataset_id: str = DEFAULT_DATASET_ID
+    """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
+    total_steps: int = 30_000
+    """gradient steps (paper and CORL: 1M on D4RL; 30k, a few minutes on 2 CPU cores, for the default data)"""
+    batch_size: int = 256
+    """transitions per gradient step (CORL)"""
+    eval_freq: int = 5_000
+    """evaluate every this many gradient steps"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run side by side in a vector env"""
+
+    # Algorithm-specific arguments
+    learning_rate: float = 3e-4
+    """Adam learning rate of V, both Q networks and the actor (paper, appendix B; CORL)"""
+    hidden_dim: int = 256
+    """width of the two hidden layers of every network (paper and CORL: 2x256)"""
+    discount: float = 0.99
+    """the discount factor gamma (paper; CORL)"""
+    tau: float = 5e-3
+    """target network update rate: Q_target <- (1 - tau) Q_target + tau Q (paper; CORL)"""
+    expectile: float = 0.7
+    """the expectile tau of V's regression (paper, locomotion: 0.7). 0.5 makes it plain mean regression
+    (V = E_a[Q], the value of the data's policy); near 1 V approaches the largest in-data Q(s,a)"""
+    beta: float = 3.0
+    """inverse temperature of the AWR weights exp(beta * advantage) (paper, locomotion: 3.0)"""
+    max_weight: float = 100.0
+    """AWR weights exp(beta * advantage) are clipped at this value (paper's code; CORL: 100)"""
+    deterministic_actor: bool = False
+    """a deterministic tanh policy fitted by weighted MSE, instead of the paper's Gaussian (CORL's option)"""
+    reward_scale: Literal["locomotion", "antmaze", "none"] = "locomotion"
+    """reward preprocessing (paper; CORL): locomotion = r * T / (max episode return - min episode return),
+    T the longest episode (1000 on D4RL locomotion); antmaze = r - 1; none. Locomotion suits the dense,
+    fixed-horizon Pendulum reward of the default data"""
+    compile: bool = False
+    """torch.compile the loss computation (docs/iql.md reports whether it pays off)"""
+
+
+def check_args(args: Args) -> None:
+    """Bad flags fail here, before anything is written."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes", "hidden_dim"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    if not args.learning_rate > 0:
+        errors.append(f"--learning-rate must be positive (got {args.learning_rate})")
+    if not 0.0 <= args.discount <= 1.0:
+        errors.append(f"--discount must be in [0, 1] (got {args.discount})")
+    if not 0.0 < args.tau <= 1.0:
+        errors.append(f"--tau must be in (0, 1] (got {args.tau})")
+    if not 0.0 < args.expectile < 1.0:
+        errors.append(f"--expectile must be in (0, 1) (got {args.expectile})")
+    if not args.beta >= 0:
+        errors.append(f"--beta must be non-negative (got {args.beta})")
+    if not args.max_weight > 0:
+        errors.append(f"--max-weight must be positive (got {args.max_weight})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    if errors:
+        sys.exit("error: " + "\n       ".join(errors))
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, hidden_dim), nn.ReLU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
+
+
+class ValueNetwork(nn.Module):
+    """V_psi(s)."""
+
+    def __init__(self, obs_dim: int, hidden_dim: int):
+        super().__init__()
+        self.net = mlp(obs_dim, 1, hidden_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+class TwinQ(nn.Module):
+    """Q_theta1(s,a) and Q_theta2(s,a), two independent MLPs."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int):
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, 1, hidden_dim)
+        self.q2 = mlp(obs_dim + act_dim, 1, hidden_dim)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor):
+        x = torch.cat([obs, actions], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class Actor(nn.Module):
+    """pi_phi(a|s) = N(mu(s), diag(sigma^2)), mu tanh-bounded to the action box, log sigma a free
+    parameter (state-independent, as the paper's locomotion policy); or, with `deterministic`, a
+    deterministic tanh policy mu(s)."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0  # the paper's code clips log sigma to this range
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, action_low, action_high,
+                 deterministic: bool = False):
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden_dim)
+        self.log_std = None if deterministic else nn.Parameter(torch.zeros(act_dim))
+        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
+        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """The mean action mu(s): what evaluation executes."""
+        return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log pi(a|s), or -||mu(s) - a||^2 for the deterministic policy (CORL's choice)."""
+        mu = self(obs)
+        if self.log_std is None:
+            return -((mu - actions) ** 2).sum(-1)
+        log_std = self.log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+        # log N(a; mu, sigma^2) = sum_i [ -(a_i - mu_i)^2 / (2 sigma_i^2) - log sigma_i - log(2 pi) / 2 ]
+        z = (actions - mu) * torch.exp(-log_std)
+        return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def expectile_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
+    # L2^tau(u) = |tau - 1(u < 0)| u^2, averaged over the batch
+    weight = torch.where(u < 0, 1.0 - expectile, expectile)
+    return (weight * u**2).mean()
+
+
+def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_v: torch.Tensor, discount: float) -> torch.Tensor:
+    # y = r + gamma (1 - done) V(s'): done is 1 only at a termination, a truncation still bootstraps
+    return rewards + discount * (1.0 - terminals) * next_v
+
+
+def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
+    # w = min( exp(beta (Q_target(s,a) - V(s))), max_weight )
+    return torch.exp(beta * advantage).clamp(max=max_weight)
+
+
+class IQL(nn.Module):
+    """The networks and the three losses. All three read detached targets computed from the same
+    parameters, so they touch disjoint parameters and one backward pass serves them all (CORL's
+    order; docs/iql.md, implementation details)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, args: Args, action_low, action_high):
+        super().__init__()
+        self.discount, self.expectile = args.discount, args.expectile
+        self.beta, self.max_weight = args.beta, args.max_weight
+        self.vf = ValueNetwork(obs_dim, args.hidden_dim)
+        self.qf = TwinQ(obs_dim, act_dim, args.hidden_dim)
+        self.qf_target = TwinQ(obs_dim, act_dim, args.hidden_dim)
+        self.qf_target.load_state_dict(self.qf.state_dict())
+        self.qf_target.requires_grad_(False)
+        self.actor = Actor(obs_dim, act_dim, args.hidden_dim, action_low, action_high, args.deterministic_actor)
+
+    def losses(self, obs, actions, rewards, next_obs, terminals):
+        """Returns (L_V + L_Q + L_pi, dict of detached metrics)."""
+        with torch.no_grad():
+            # Q_target(s,a) = min(Q_target1(s,a), Q_target2(s,a)) on the dataset's actions only
+            q_target = torch.min(*self.qf_target(obs, actions))
+            next_v = self.vf(next_obs)
+
+        v = self.vf(obs)
+        advantage = q_target - v
+        # L_V = E[ L2^tau(Q_target(s,a) - V(s)) ]
+        value_loss = expectile_loss(advantage, self.expectile)
+
+        q1, q2 = self.qf(obs, actions)
+        y = td_target(rewards, terminals, next_v, self.discount)
+        # L_Q = E[(y - Q1(s,a))^2] + E[(y - Q2(s,a))^2]
+        q_loss = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
+
+        advantage = advantage.detach()
+        weights = awr_weights(advantage, self.beta, self.max_weight)
+        # L_pi = -E[ w(s,a) log pi(a|s) ]
+        actor_loss = -(weights * self.actor.log_prob(obs, actions)).mean()
+
+        metrics = {
+            "losses/value_loss": value_loss.detach(), "losses/q_loss": q_loss.detach(),
+            "losses/actor_loss": actor_loss.detach(),
+            "values/v": v.detach().mean(), "values/q": q1.detach().mean(), "values/advantage": advantage.mean(),
+            "values/awr_weight_mean": weights.mean(), "values/awr_weight_max": weights.max(),
+            # exp(beta A) >= max_weight  <=>  beta A >= log(max_weight)
+            "values/awr_weight_clipped_frac": (self.beta * advantage >= math.log(self.max_weight)).float().mean(),
+        }
+        return value_loss + q_loss + actor_loss, metrics
+
+
+def make_optimizer(iql: IQL, args: Args):
+    """One Adam over all networks (Adam is per-parameter, so this equals three Adams) with a cosine
+    decay of the actor's learning rate to 0 over total_steps (paper; CORL)."""
+    critic_params = list(iql.vf.parameters()) + list(iql.qf.parameters())
+    optimizer = torch.optim.Adam(
+        [{"params": critic_params}, {"params": list(iql.actor.parameters())}],
+        lr=args.learning_rate, fused=True,  # fused: one kernel per step, not a loop over tensors
+    )
+
+    def cosine(t):
+        # lr_pi(t) = lr (1 + cos(pi t / T)) / 2, T = total_steps; V and Q keep lr
+        return 0.5 * (1.0 + math.cos(math.pi * min(t, args.total_steps) / args.total_steps))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda t: 1.0, cosine])
+    return optimizer, scheduler
+
+
+def train_step(iql: IQL, loss_fn, optimizer, scheduler, target_params, online_params, tau: float, batch):
+    """One gradient step of V, Q and pi, then the Polyak update; returns the metric tensors."""
+    loss, metrics = loss_fn(*batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    # theta_target <- (1 - tau) theta_target + tau theta
+    torch._foreach_lerp_(target_params, online_params, tau)
+    return metrics
+
+
+def reward_scaling(data: OfflineDataset, mode: str) -> tuple[float, float]:
+    """(scale, shift) with r' = scale * r + shift, as the paper's code and CORL preprocess rewards."""
+    if mode == "locomotion":
+        spread = float(data.episode_returns.max() - data.episode_returns.min())
+        if spread <= 0:
+            raise DatasetError(f"--reward-scale locomotion needs episodes with different returns "
+                               f"(all {data.num_episodes} have {float(data.episode_returns[0]):.3f}); "
+                               f"use --reward-scale none")
+        # r' = r * T / (max_return - min_return): a return spread of T per episode, ~1 per step
+        return float(data.episode_lengths.max()) / spread, 0.0
+    if mode == "antmaze":
+        return 1.0, -1.0  # r' = r - 1: the sparse 0/1 goal reward becomes -1 per step until the goal
+    return 1.0, 0.0
+
+
+def evaluation_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
+    """Fresh start states at each evaluation, reproducible from (seed, evaluation index)."""
+    return [int(s) for s in np.random.SeedSequence([seed, evaluation]).generate_state(episodes)]
+
+
+@torch.no_grad()
+def evaluate(policy, data: OfflineDataset, seeds: list[int], device, video_dir: Optional[str] = None):
+    """Roll out `policy` (normalised obs tensor -> action tensor) deterministically, one episode per
+    seed, all side by side. Returns (raw returns, normalised scores or None)."""
+
+    def make(i):
+        def thunk():
+            env = data.make_env(render_mode="rgb_array" if video_dir and i == 0 else None)
+            if video_dir and i == 0:
+                env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+            return env
+        return thunk
+
+    envs = gym.vector.SyncVectorEnv([make(i) for i in range(len(seeds))])
+    obs, _ = envs.reset(seed=seeds)
+    returns = np.zeros(len(seeds))
+    done = np.zeros(len(seeds), dtype=bool)
+    while not done.all():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        action = policy(data.normalize_obs(obs_t)).cpu().numpy().astype(envs.single_action_space.dtype)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        returns += np.where(done, 0.0, reward)  # an env that finished keeps its first episode's return
+        done |= terminated | truncated
+    envs.close()
+    return returns, data.normalized_score(returns)
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary name, then rename: a crash never leaves half a file."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def write_summary(run_dir: str, summary: dict) -> None:
+    with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
+    print(json.dumps(summary, indent=2))
+
+
+def score_text(returns, scores) -> str:
+    text = f"return {returns.mean():.1f}"
+    return text + (f" | normalized score {scores.mean():.1f}" if scores is not None else "")
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    check_args(args)
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("CUDA is not available: running on the CPU.")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    checkpoint = None
+    if args.eval_checkpoint:
+        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        args.dataset_id = checkpoint["args"]["dataset_id"]
+    try:
+        data = load_dataset(args.dataset_id, device)
+        reward_scale, reward_shift = reward_scaling(data, args.reward_scale) if checkpoint is None else (1.0, 0.0)
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+
+    run_name = f"{args.dataset_id}__{args.exp_name}__{args.seed}__{int(time.time())}".replace("/", "-")
+    run_dir = os.path.join("runs", run_name)
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+    if args.track:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+
+    if checkpoint is not None:  # --eval-checkpoint: evaluate the saved policy, then exit
+        actor = Actor(data.obs_dim, data.act_dim, checkpoint["args"]["hidden_dim"], data.action_low,
+                      data.action_high, checkpoint["args"]["deterministic_actor"]).to(device)
+        actor.load_state_dict(checkpoint["actor"])
+        data.obs_mean, data.obs_std = checkpoint["obs_mean"].to(device), checkpoint["obs_std"].to(device)
+        seeds = checkpoint["eval_seeds"]
+        returns, scores = evaluate(actor, data, seeds, device, video_dir)
+        print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
+        write_summary(run_dir, {
+            "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
+            "returns": returns.tolist(), "return_mean": float(returns.mean()),
+            "normalized_score": None if scores is None else float(scores.mean()),
+            "reference": data.ref_source,
+        })
+        writer.close()
+        sys.exit(0)
+
+    iql = IQL(data.obs_dim, data.act_dim, args, data.action_low, data.action_high).to(device)
+    actor = iql.actor
+    optimizer, scheduler = make_optimizer(iql, args)
+    target_params, online_params = list(iql.qf_target.parameters()), list(iql.qf.parameters())
+    loss_fn = torch.compile(iql.losses) if args.compile else iql.losses
+    # Normalise and scale once: the hot loop only indexes.
+    observations = data.normalize_obs(data.observations)
+    next_observations = data.normalize_obs(data.next_observations)
+    actions, terminals = data.actions, data.terminals
+    rewards = data.rewards * reward_scale + reward_shift
+    print(f"Rewards ({args.reward_scale}): r' = {reward_scale:.4g} r + {reward_shift:g}")
+    writer.add_scalar("charts/reward_scale", reward_scale, 0)
+    writer.add_scalar("charts/reward_shift", reward_shift, 0)
+
+    history, best_score, train_time, evaluations = [], -math.inf, 0.0, 0
+    t_start = t_log = t_print = time.time()
+    print(f"Training IQL on {args.dataset_id} for {args.total_steps} steps on {device} ({run_dir})")
+    for step in range(1, args.total_steps + 1):
+        idx = torch.randint(0, data.size, (args.batch_size,), device=device)
+        batch = (observations[idx], actions[idx], rewards[idx], next_observations[idx], terminals[idx])
+        metrics = train_step(iql, loss_fn, optimizer, scheduler, target_params, online_params, args.tau, batch)
+
+        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
+        if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
+            values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
+            for name, value in values.items():
+                writer.add_scalar(name, value, step)
+            writer.add_scalar("charts/actor_lr", optimizer.param_groups[1]["lr"], step)
+            now = time.time()
+            train_time += now - t_log
+            t_log = now
+            sps = int(step / train_time)
+            writer.add_scalar("charts/SPS", sps, step)
+            losses = (f"V {values['losses/value_loss']:.4f} Q {values['losses/q_loss']:.4f} "
+                      f"pi {values['losses/actor_loss']:.4f}")
+            if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
+                print(f"step {step}/{args.total_steps} | SPS {sps} | {losses}", flush=True)
+                t_print = now
+
+        if evaluate_now:
+            seeds = evaluation_seeds(args.seed, evaluations, args.eval_episodes)
+            evaluations += 1
+            actor.eval()
+            returns, scores = evaluate(actor, data, seeds, device, video_dir)
+            actor.train()
+            writer.add_scalar("eval/episodic_return", returns.mean(), step)
+            if scores is not None:
+                writer.add_scalar("eval/normalized_score", scores.mean(), step)
+                best_score = max(best_score, float(scores.mean()))
+            history.append([step, float(returns.mean()), None if scores is None else float(scores.mean())])
+            print(f"step {step}/{args.total_steps} | SPS {sps} | {losses} | {score_text(returns, scores)}",
+                  flush=True)
+            if args.save_model:
+                save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
+                    "actor": actor.state_dict(), "value": iql.vf.state_dict(), "critic": iql.qf.state_dict(),
+                    "critic_target": iql.qf_target.state_dict(), "args": asdict(args),
+                    "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
+                    "reward_scale": reward_scale, "reward_shift": reward_shift,
+                    "step": step, "eval_seeds": seeds,
+                })
+            t_log = t_print = time.time()  # evaluation time does not count in SPS
+
+    write_summary(run_dir, {
+        "algorithm": "iql", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
+        "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
+        "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,
+        "sps": sps, "wall_time_s": round(time.time() - t_start, 1), "eval_history": history,
+        "reward_scale": reward_scale, "reward_shift": reward_shift,
+    })
+    writer.close()
