@@ -426,7 +426,7 @@ if __name__ == "__main__":
             now = time.time()
             train_time += now - t_log
             t_log = now
-            sps = int(step / train_time)
+            sps = round(step / train_time, 1)
             writer.add_scalar("charts/SPS", sps, step)
             losses = (f"V {values['losses/value_loss']:.4f} Q {values['losses/q_loss']:.4f} "
                       f"pi {values['losses/actor_loss']:.4f}")

@@ -10,6 +10,9 @@ from pathlib import Path
 _ROOT = tempfile.mkdtemp(prefix="offline-rl-tests-minari-")
 os.environ["MINARI_DATASETS_PATH"] = _ROOT
 os.environ.setdefault("MUJOCO_GL", "egl")
+# One torch thread for the tests and the scripts they start: with other jobs on the cores, two
+# threads per process were 5-25x slower (spinning OpenMP threads); the tests time nothing.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))

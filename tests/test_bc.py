@@ -52,6 +52,15 @@ def test_same_seed_same_results(pendulum_expert, tmp_path):
     assert results[0]["final_returns"] == results[1]["final_returns"]
 
 
+def test_capture_video_writes_evaluation_videos(pendulum_expert, run_dir):
+    out = run_script("bc.py", "--dataset-id", pendulum_expert, "--total-steps", 100, "--eval-freq", 100,
+                     "--eval-episodes", 2, "--no-cuda", "--capture-video", cwd=run_dir)
+    assert out.returncode == 0, out.stderr
+    run, _ = read_summary(run_dir)
+    videos = list((run / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000  # one episode of the first env
+
+
 def test_bc_learns_to_beat_random(pendulum_expert, run_dir):
     # The controller's data is normalised to 100, the random policy to 0: BC must get clearly above.
     out = run_script("bc.py", "--dataset-id", pendulum_expert, "--total-steps", 2000, "--eval-freq", 2000,
