@@ -19,7 +19,6 @@ Conventions (docs/datasets.md):
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import time
