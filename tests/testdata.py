@@ -80,7 +80,7 @@ def run_script(script, *args, cwd, timeout=600):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=timeout)
 
 
