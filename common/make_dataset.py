@@ -107,7 +107,7 @@ _MUJOCO = dict(sac_steps=1_000_000, snapshot_every=10_000, snapshot_eval_episode
 PRESETS: dict[str, Preset] = {
     "pendulum": Preset("Pendulum-v1", sac_steps=40_000, snapshot_every=500, snapshot_eval_episodes=20,
                        steps_per_kind=20_000, ref_episodes=50, num_envs=20, sac=_PENDULUM_SAC,
-                       log_every=1000, build_time="about 3 minutes, 7 on a busy machine"),
+                       log_every=1000, build_time="about 2 minutes, 7 on a busy machine"),
     # for the tests: small nets, 2 gradient steps per env step and gamma 0.98 make the expert beat
     # random after ~1000 env steps (SB3's defaults need ~2500)
     "pendulum-tiny": Preset("Pendulum-v1", sac_steps=1200, snapshot_every=100, snapshot_eval_episodes=2,
