@@ -68,7 +68,7 @@ def rollout_pendulum(num_episodes, noise_std, seed, random_fraction=0.0):
 
 
 def random_pendulum_return(num_episodes=20, seed=123):
-    episodes, returns = rollout_pendulum(num_episodes, 0.0, seed, random_fraction=1.0)
+    _, returns = rollout_pendulum(num_episodes, 0.0, seed, random_fraction=1.0)
     return float(returns.mean())
 
 
