@@ -198,6 +198,14 @@ def vae_loss_terms(vae: VAE, obs, actions, eps=None):
     return recon, kl
 
 
+# The target scores its B*n candidate rows in blocks of whole states (at least one), at most this many
+# rows per block. At the defaults (100 states x 10) that is one block. At d3rlpy's setting (256 x 100),
+# one pass over all 25,600 rows makes 26 MB activations at every layer, which the C allocator hands back
+# to the OS and page-faults in again at each step; 1024-row blocks stay in cache and reuse their memory,
+# 1.6x faster on a CPU (docs/bcq.md, Speed). Same result: each state's candidates stay together.
+BLOCK_ROWS = 1024
+
+
 def soft_clipped_double_q(q1, q2, lam: float):
     # lambda min_j Q_j + (1 - lambda) max_j Q_j
     return lam * torch.minimum(q1, q2) + (1.0 - lam) * torch.maximum(q1, q2)
@@ -235,13 +243,15 @@ class BCQ:
 
     @torch.no_grad()
     def target(self, rewards, next_obs, terminals):
-        batch = next_obs.shape[0]
-        s2, a2 = self.candidates(next_obs, self.n, self.actor_target)
-        # lambda min_j Q_theta'_j(s', a_i) + (1 - lambda) max_j Q_theta'_j(s', a_i), then max over the n a_i
-        value = soft_clipped_double_q(self.q1_target(s2, a2), self.q2_target(s2, a2), self.lam)
-        value = value.view(batch, self.n).max(dim=1).values
+        values = []
+        # blocks of whole states, at most BLOCK_ROWS candidate rows each; one pass per network per block
+        for s in next_obs.split(max(1, BLOCK_ROWS // self.n)):
+            s2, a2 = self.candidates(s, self.n, self.actor_target)
+            # lambda min_j Q_theta'_j(s', a_i) + (1 - lambda) max_j Q_theta'_j(s', a_i), then max over the n a_i
+            value = soft_clipped_double_q(self.q1_target(s2, a2), self.q2_target(s2, a2), self.lam)
+            values.append(value.view(s.shape[0], self.n).max(dim=1).values)
         # y = r + gamma (1 - terminal) max_i [...]: only a termination stops bootstrapping
-        return rewards + self.gamma * (1.0 - terminals) * value
+        return rewards + self.gamma * (1.0 - terminals) * torch.cat(values)
 
     @torch.no_grad()
     def act(self, obs, generator=None):

@@ -15,13 +15,18 @@ are noisy; medians are reported):
 - bcq:  bcq.BCQ.update, exactly what bcq.py's main loop runs, on batches drawn with torch.randint.
 - bare: the same networks and the same passes on fixed random tensors of the same shapes: VAE
         forward/backward/Adam on B rows; target decoder, target perturbation, two target critics on
-        B*n rows without gradients; two critics forward/backward/Adam on B rows; decoder (no grad),
-        perturbation and critic 1 forward/backward/Adam on B rows; Polyak update. No BCQ glue
-        (concatenations, clipping, repeat, max over candidates).
+        B*n rows without gradients, in bcq.py's blocks (at most bcq.BLOCK_ROWS rows); two critics
+        forward/backward/Adam on B rows; decoder (no grad), perturbation and critic 1
+        forward/backward/Adam on B rows; Polyak update. No BCQ glue (concatenations, clipping,
+        repeat, max over candidates).
+
+The allocator's state is per process: a setting's speed can depend on what ran before it in the same
+process (docs/bcq.md, Speed). For numbers to compare, run one setting per process (--settings).
 """
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import time
@@ -67,7 +72,9 @@ def bare_runner(args):
     target = [*actor_t.parameters(), *q1_t.parameters(), *q2_t.parameters()]
     B, n = args.batch_size, args.num_candidates
     sa, sz, y = torch.randn(B, OBS_DIM + ACT_DIM), torch.randn(B, OBS_DIM + latent), torch.randn(B, 1)
-    big_sa, big_sz = torch.randn(B * n, OBS_DIM + ACT_DIM), torch.randn(B * n, OBS_DIM + latent)
+    rows = max(1, bcq.BLOCK_ROWS // n) * n  # the candidate passes in bcq.py's blocks of whole states
+    big_sa = torch.randn(B * n, OBS_DIM + ACT_DIM).split(rows)
+    big_sz = torch.randn(B * n, OBS_DIM + latent).split(rows)
 
     def step():
         out = vae_enc(sa)
@@ -76,10 +83,11 @@ def bare_runner(args):
         loss.backward()
         opt_vae.step()
         with torch.no_grad():
-            vae_dec(big_sz)
-            actor_t(big_sa)
-            q1_t(big_sa)
-            q2_t(big_sa)
+            for block_sa, block_sz in zip(big_sa, big_sz):
+                vae_dec(block_sz)
+                actor_t(block_sa)
+                q1_t(block_sa)
+                q2_t(block_sa)
         loss = F.mse_loss(q1(sa), y) + F.mse_loss(q2(sa), y)
         opt_critic.zero_grad(set_to_none=True)
         loss.backward()
@@ -96,14 +104,17 @@ def bare_runner(args):
 
 
 def time_it(step, seconds):
-    """(steps per wall-clock second, steps per CPU-second of this process) over at least `seconds`
-    and 3 steps. On a shared CPU the second is the steadier one: with one thread it estimates what a
-    core of our own would do (it counts spinning threads too, so it flatters nothing)."""
+    """(steps per wall-clock second, steps per CPU-second of this process, page faults per step) over
+    at least `seconds` and 3 steps. On a shared CPU the second is the steadier one: with one thread it
+    estimates what a core of our own would do (it counts spinning threads too, so it flatters nothing).
+    The third counts memory the allocator gave back to the OS and had to fault in again."""
     t, c, steps = time.perf_counter(), time.process_time(), 0
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     while steps < 3 or time.perf_counter() - t < seconds:
         step()
         steps += 1
-    return steps / (time.perf_counter() - t), steps / (time.process_time() - c)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return steps / (time.perf_counter() - t), steps / (time.process_time() - c), faults / steps
 
 
 if __name__ == "__main__":
@@ -112,7 +123,10 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per variant per round")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    p.add_argument("--block-rows", type=int, default=bcq.BLOCK_ROWS,
+                   help="override bcq.BLOCK_ROWS, the rows per candidate pass (a huge value: one pass)")
     cli = p.parse_args()
+    bcq.BLOCK_ROWS = cli.block_rows
     torch.set_num_threads(cli.threads)
     torch.manual_seed(0)
     data = make_data()
@@ -125,18 +139,22 @@ if __name__ == "__main__":
         time_it(step, 1.0)
     results = {name: [] for name in variants}
     cpu = {name: [] for name in variants}
+    faults = {name: [] for name in variants}
     for r in range(cli.rounds):
         for name, step in variants.items():
-            wall, per_cpu = time_it(step, cli.seconds)
+            wall, per_cpu, per_step = time_it(step, cli.seconds)
             results[name].append(wall)
             cpu[name].append(per_cpu)
+            faults[name].append(per_step)
         print(f"round {r + 1}: " + "  ".join(f"{n} {v[-1]:.1f}" for n, v in results.items()), flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, obs {OBS_DIM}, act {ACT_DIM}, "
+          f"blocks of {bcq.BLOCK_ROWS} rows, "
           f"{cli.rounds} rounds x {cli.seconds:.0f} s per variant; load average {os.getloadavg()[0]:.1f}")
     med = {name: statistics.median(v) for name, v in results.items()}
     for name, v in med.items():
         print(f"median {name:14s} {v:7.2f} steps/s  (min {min(results[name]):.2f}, max {max(results[name]):.2f})"
-              f"  | {statistics.median(cpu[name]):7.2f} steps per CPU-second")
+              f"  | {statistics.median(cpu[name]):7.2f} steps per CPU-second"
+              f"  | {statistics.median(faults[name]):7.0f} page faults per step")
     for name in cli.settings:
         print(f"{name}: bare / bcq = {med[name + '/bare'] / med[name + '/bcq']:.2f}x")
     if "d3rlpy" in cli.settings:

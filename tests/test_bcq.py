@@ -100,7 +100,10 @@ def test_perturbation_stays_in_phi_and_actions_in_bounds(phi):
     assert ((chosen >= low) & (chosen <= high)).all()
 
 
-def test_target_matches_a_plain_loop():
+# 1000: one block; 10: two states per block; 15: blocks of 3 and 1 states; 3 (< n): one state per block
+@pytest.mark.parametrize("block_rows", [1000, 10, 15, 3])
+def test_target_matches_a_plain_loop(block_rows, monkeypatch):
+    monkeypatch.setattr(bcq, "BLOCK_ROWS", block_rows)
     torch.manual_seed(1)
     agent = make_agent(num_candidates=5, lam=0.75, gamma=0.9)
     with torch.no_grad():  # targets unlike the online networks, so that using the wrong ones fails
@@ -112,8 +115,11 @@ def test_target_matches_a_plain_loop():
     torch.manual_seed(7)
     y = agent.target(rewards, next_obs, terminals)
 
-    torch.manual_seed(7)  # the same latents, drawn in the same order (state b's candidates are rows b*n..b*n+n-1)
-    z = torch.randn(B * n, agent.vae.latent_dim).clamp(-0.5, 0.5)
+    # The same latents, drawn in the same order: block by block, state b's candidates in rows b*n..b*n+n-1.
+    torch.manual_seed(7)
+    states_per_block = max(1, block_rows // n)
+    block_sizes = [min(states_per_block, B - start) for start in range(0, B, states_per_block)]
+    z = torch.cat([torch.randn(k * n, agent.vae.latent_dim) for k in block_sizes]).clamp(-0.5, 0.5)
     for b in range(B):
         best = -math.inf
         for i in range(n):
