@@ -8,8 +8,12 @@ Applications", 2018, https://arxiv.org/abs/1812.05905.
 Off-policy RL on a fixed dataset overestimates the actions the data never tried: the actor picks them
 and the Bellman backup copies the error backwards, with no new data to correct it. CQL adds one term
 to the critic's loss: push Q down on every action (a soft maximum over a), push it back up on the
-dataset's actions. For a large enough alpha the learned Q lower-bounds the policy's true value
-(Theorem 3.2). With `--cql-alpha 0` this file is plain offline SAC: the failure case, kept on purpose.
+dataset's actions. What the paper proves for this pair of terms (Theorem 3.2) is a bound in expectation
+under the learned policy: for alpha large enough, E_{a~pi(.|s)}[Q(s,a)] <= V^pi(s), the policy's true
+value, at the dataset's states. It does not bound Q pointwise at every (s,a); that holds for the
+push-down term alone (Theorem 3.1) and is given up by the push-up term. With `--cql-alpha 0` this file is offline SAC
+with the deterministic backup (no entropy term in the TD target, the default of the CQL code and of
+CORL; `--backup-entropy` adds it, as textbook SAC has it): the failure case, kept on purpose.
 
     min_Q  alpha E_{s~D}[ log sum_a exp Q(s,a) - E_{a~D(a|s)} Q(s,a) ]
            + E_{(s,a,r,s')~D}[ (Q(s,a) - (r + gamma (1-d) E_{a'~pi(.|s')} Qbar(s',a')))^2 ]
@@ -93,48 +97,85 @@ class Args:
     """hidden layers of the actor (CORL: 3x256)"""
     cql_alpha: float = 5.0
     """weight alpha of the conservative penalty (paper: 5; CORL: 10); with --cql-lagrange, its starting value;
-    0 without --cql-lagrange = plain offline SAC (the failure case). Guide: about 0.5-1 for expert data,
-    1-5 for medium, 5-10 for random or replay data"""
+    0 without --cql-lagrange = offline SAC with the deterministic backup (the failure case). Guide: about 0.5-1
+    for expert data, 1-5 for medium, 5-10 for random or replay data"""
     cql_n_actions: int = 10
-    """sampled actions per state from each of: uniform, pi(.|s), pi(.|s') (paper, CORL: 10)"""
+    """sampled actions per state from each of: uniform, pi(.|s), pi(.|s') (paper, CORL: 10); also the number
+    of actions the max of --cql-max-target-backup is taken over"""
     cql_lagrange: bool = False
     """tune alpha by dual gradient steps so that the CQL gap stays near --cql-target-action-gap (paper, App. F)"""
     cql_target_action_gap: float = 5.0
-    """with --cql-lagrange: the gap logsumexp_a Q - E_D[Q] that alpha aims for (paper: 5 or 10; guide: 5-10;
-    our logsumexp keeps its -log(3N) term, so a target from code without it is log(3N) too high here)"""
+    """with --cql-lagrange: the target tau of the gap logsumexp_i[Q(s,a_i) - log mu(a_i)] - E_D[Q(s,a)] taken
+    over the 3N samples as the paper's code and CORL take it (no -log(3N)), so their values carry over (paper:
+    5 or 10; CORL on AntMaze: 0.8); any finite number"""
     cql_alpha_lr: float = 3e-4
     """with --cql-lagrange: Adam learning rate of log(alpha) (CORL: the critics' rate)"""
+    cql_max_target_backup: bool = False
+    """TD target min_i max_k Qbar_i(s', a'_k) over --cql-n-actions actions a'_k ~ pi(.|s'), as the paper's code
+    has it (CORL takes the min over the twins first); both use it on AntMaze. Needs the deterministic backup"""
     backup_entropy: bool = False
-    """subtract beta log pi(a'|s') in the TD target (off in the paper's code and CORL: then Q estimates
-    reward only and is comparable with the Monte-Carlo return)"""
+    """subtract beta log pi(a'|s') in the TD target, as textbook SAC does (off in the paper's code and CORL: then Q
+    estimates reward only and is comparable with the Monte-Carlo return)"""
     compile: bool = False
     """run the loss computations through torch.compile (see docs/cql.md for whether it pays on your machine)"""
 
 
+def common_arg_errors(args) -> list[str]:
+    """The checks of the flags every script shares (kept identical in every file)."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    for name in ("gamma", "tau"):  # discount in [0, 1), Polyak rate in (0, 1], where a script has them
+        value = getattr(args, name, None)
+        if name == "gamma" and value is not None and not 0.0 <= value < 1.0:
+            errors.append(f"--gamma must be in [0, 1) (got {value})")
+        if name == "tau" and value is not None and not 0.0 < value <= 1.0:
+            errors.append(f"--tau must be in (0, 1] (got {value})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    return errors
+
+
 def check_args(args: Args) -> None:
     """Bad flags fail here, before anything is written."""
-    errors = []
-    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes", "hidden_dim", "critic_layers",
-                 "actor_layers", "cql_n_actions"):
+    errors = common_arg_errors(args)
+    for name in ("hidden_dim", "critic_layers", "actor_layers", "cql_n_actions"):
         if getattr(args, name) <= 0:
             errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
     for name in ("policy_lr", "q_lr", "entropy_lr", "cql_alpha_lr"):
         if not getattr(args, name) > 0:
             errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
-    if not 0.0 <= args.gamma < 1.0:
-        errors.append(f"--gamma must be in [0, 1) (got {args.gamma})")
-    if not 0.0 < args.tau <= 1.0:
-        errors.append(f"--tau must be in (0, 1] (got {args.tau})")
     if not (math.isfinite(args.cql_alpha) and args.cql_alpha >= 0):
         errors.append(f"--cql-alpha must be >= 0 (got {args.cql_alpha})")
     elif args.cql_lagrange and args.cql_alpha == 0:
         errors.append("--cql-lagrange needs a positive starting --cql-alpha (got 0.0): alpha is tuned in log space")
-    if not (math.isfinite(args.cql_target_action_gap) and args.cql_target_action_gap > 0):
-        errors.append(f"--cql-target-action-gap must be positive (got {args.cql_target_action_gap})")
-    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
-        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    if not math.isfinite(args.cql_target_action_gap):
+        errors.append(f"--cql-target-action-gap must be a finite number (got {args.cql_target_action_gap})")
+    if args.cql_max_target_backup and args.backup_entropy:
+        errors.append("--cql-max-target-backup takes no --backup-entropy: a max over sampled actions has no single "
+                      "log pi(a'|s') to subtract (the paper's code drops the entropy term there too)")
     if errors:
         sys.exit("error: " + "\n       ".join(errors))
+
+
+# ALGO LOGIC: the policy, the critics, the losses and the update; a student writes the functions with
+# SOLUTION blocks (course/make_assignment.py cuts their bodies out)
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of a tanh-Gaussian action a = tanh(u), u ~ N(mu(s), sigma(s)^2) independently per
+    dimension j, by the change of variables a_j = tanh(u_j), da_j/du_j = 1 - tanh(u_j)^2:
+
+        log pi(a|s) = sum_j [ log N(u_j; mu_j, sigma_j^2) - log(1 - tanh(u_j)^2) ]
+
+    u, mean, log_std (= log sigma): (..., d). Returns (...). Must stay exact for large |u|, where
+    1 - tanh(u)^2 rounds to 0 in float32 (|u| > 9): write log(1 - tanh(u)^2) with a softplus."""
+    # BEGIN SOLUTION
+    # log N(u; mu, sigma^2) = -(u - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2
+    log_normal = -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+    # log(1 - tanh(u)^2) = log(4 / (e^u + e^-u)^2) = 2 (log 2 - u - softplus(-2u)), finite for any u
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (log_normal - log_det).sum(-1)
+    # END SOLUTION
 
 
 def mlp(in_dim: int, hidden_dim: int, layers: int) -> nn.Sequential:
@@ -162,19 +203,16 @@ class Actor(nn.Module):
         h = self.trunk(obs)
         return self.mean(h), self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
 
-    def sample(self, obs: torch.Tensor, n: Optional[int] = None):
+    def sample(self, obs: torch.Tensor, n: Optional[int] = None, generator: Optional[torch.Generator] = None):
         """Actions a ~ pi(.|s) and log pi(a|s): shapes (B, d), (B); or with n, n per state: (B, n, d), (B, n).
-        The network runs once per state; only the noise is drawn n times."""
+        The network runs once per state; only the noise is drawn n times (from `generator` if given)."""
         mean, log_std = self(obs)
         if n is not None:
             mean, log_std = mean.unsqueeze(1), log_std.unsqueeze(1)
-        eps = torch.randn_like(mean) if n is None else torch.randn(obs.shape[0], n, mean.shape[-1], device=obs.device)
-        u = mean + log_std.exp() * eps
-        # log pi(a|s) = sum_j [ log N(u_j; mu_j, sigma_j^2) - log(1 - tanh(u_j)^2) ]   (change of variables a = tanh u)
-        log_prob = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-        # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), stable for large |u|
-        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-        return torch.tanh(u), log_prob
+        shape = mean.shape if n is None else (obs.shape[0], n, mean.shape[-1])
+        # u = mu + sigma eps, eps ~ N(0, I): the reparameterisation, so gradients reach mu and sigma
+        u = mean + log_std.exp() * torch.randn(shape, device=obs.device, generator=generator)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic action tanh(mu(s)), in the env's units (for evaluation)."""
@@ -205,15 +243,86 @@ class TwinQ(nn.Module):
 
 
 def cql_logsumexp(q_rand, q_curr, q_next, log_pi_curr, log_pi_next, act_dim: int) -> torch.Tensor:
-    """Importance-sampled estimate of log sum_a exp Q(s,a) = log of the integral of exp Q(s,a) over
-    [-1, 1]^d (paper, App. F). Inputs (..., N): Q on N uniform actions, on N actions from pi(.|s) and on
-    N from pi(.|s'), and the log densities of the policy samples. Returns (...)."""
+    """Importance-sampled estimate of log sum_a exp Q(s,a), read as the log of the integral of exp Q(s,a)
+    over the action box [-1, 1]^d (paper, App. F), from 3N samples: N uniform on [-1, 1]^d (density
+    0.5^d), N from pi(.|s), N from pi(.|s'):
+
+        log int exp Q(s,a) da = log E_{a~mu}[ exp Q(s,a) / mu(a) ]
+                             ~= logsumexp_{i=1..3N}[ Q(s,a_i) - log mu(a_i) ] - log(3N)
+
+    mu(a_i) is the density of the proposal a_i came from. q_rand, q_curr, q_next: (..., N), Q at the
+    uniform, pi(.|s) and pi(.|s') samples (all evaluated at s); log_pi_curr, log_pi_next: (..., N),
+    log pi of the policy samples. Returns (...)."""
+    # BEGIN SOLUTION
     # log of the uniform density on [-1, 1]^d: log 0.5^d
     log_unif = -act_dim * math.log(2.0)
-    # log int exp Q da = log E_{a~mu}[ exp Q(s,a) / mu(a) ] ~= logsumexp_i [ Q(s,a_i) - log mu(a_i) ] - log M,
-    # one proposal mu per block of N samples: uniform, pi(.|s), pi(.|s') (their mixture, M = 3N in all)
     weighted = torch.cat([q_rand - log_unif, q_curr - log_pi_curr, q_next - log_pi_next], dim=-1)
     return torch.logsumexp(weighted, dim=-1) - math.log(weighted.shape[-1])
+    # END SOLUTION
+
+
+def cql_penalty(lse: torch.Tensor, q_data: torch.Tensor) -> torch.Tensor:
+    """The CQL gap of each critic, the term alpha multiplies in the critic's loss (Eq. 4):
+
+        gap_i = E_{s~D}[ log sum_a exp Q_i(s,a) - E_{a~D(a|s)} Q_i(s,a) ]
+
+    lse: (2, B), the estimate of log sum_a exp Q_i(s,a) at each batch state; q_data: (2, B), Q_i at the
+    dataset's action in that state. Returns (2,), one gap per critic (the batch's mean)."""
+    # BEGIN SOLUTION
+    return (lse - q_data).mean(dim=1)
+    # END SOLUTION
+
+
+def td_target(rew: torch.Tensor, done: torch.Tensor, next_q: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The Bellman target of both critics, with the clipped double-Q of SAC:
+
+        y = r + gamma (1 - d) min_i Qbar_i(s', a'),   a' ~ pi(.|s')
+
+    rew, done: (B,), d = 1 only where the episode terminated (a time-limit truncation still bootstraps);
+    next_q: (2, B), the TARGET critics Qbar_1, Qbar_2 at (s', a') (with --backup-entropy minus
+    beta log pi(a'|s'); with --cql-max-target-backup their max over sampled a'). Returns (B,)."""
+    # BEGIN SOLUTION
+    return rew + gamma * (1.0 - done) * next_q.min(dim=0).values
+    # END SOLUTION
+
+
+def actor_loss(log_pi: torch.Tensor, q_pi: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """SAC's policy loss, minimised over the actor:
+
+        L_pi = E_{s~D, a~pi(.|s)}[ beta log pi(a|s) - min_i Q_i(s,a) ]
+
+    log_pi: (B,), log pi(a|s) of one reparameterised action a ~ pi(.|s) per state; q_pi: (2, B), Q_1 and
+    Q_2 at (s, a); beta: the entropy temperature (a scalar, treated as a constant here). Returns a scalar."""
+    # BEGIN SOLUTION
+    return (beta * log_pi - q_pi.min(dim=0).values).mean()
+    # END SOLUTION
+
+
+def temperature_loss(log_beta: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC's automatic entropy tuning: L_beta = E_{a~pi}[ -beta (log pi(a|s) + Hbar) ], Hbar = -dim(A).
+    beta falls while the policy's entropy -E[log pi] is above Hbar, and rises when it is below."""
+    return -(log_beta.exp() * (log_pi.detach() + target_entropy)).mean()
+
+
+def cql_alpha_loss(log_alpha: torch.Tensor, gap: torch.Tensor, target_gap: float) -> torch.Tensor:
+    """The Lagrangian's dual step on alpha (paper, App. F): alpha >= 0 maximises alpha (gap - tau), so the
+    dual loss to descend is
+
+        L_alpha = -alpha (gap - tau),   alpha = exp(log_alpha)
+
+    (in log alpha, which keeps alpha positive). log_alpha: scalar tensor that requires grad; gap: (2,),
+    the CQL gap of each critic, in the convention of tau (logsumexp over the samples without -log(3N));
+    the twins' mean gap enters. target_gap: tau. Returns a scalar. alpha rises while the gap is above tau."""
+    # BEGIN SOLUTION
+    return -log_alpha.exp() * (gap.mean() - target_gap)
+    # END SOLUTION
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    # Qbar <- (1 - tau) Qbar + tau Q
+    for p_target, p in zip(target.parameters(), online.parameters()):
+        p_target.lerp_(p, tau)
 
 
 class CQL:
@@ -229,29 +338,34 @@ class CQL:
         self.target_entropy = -float(act_dim)
         self.log_cql_alpha = torch.tensor(math.log(args.cql_alpha) if args.cql_lagrange else 0.0,
                                           device=device, requires_grad=True)
+        # The paper's code takes the logsumexp over its 3N samples without our -log(3N): its gap, the one
+        # --cql-target-action-gap speaks of, is ours + log(3N).
+        self.log_n_samples = math.log(3 * args.cql_n_actions)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.policy_lr)
         self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.q_lr)
         self.beta_optimizer = torch.optim.Adam([self.log_beta], lr=args.entropy_lr)
         self.cql_alpha_optimizer = torch.optim.Adam([self.log_cql_alpha], lr=args.cql_alpha_lr)
-        # alpha = 0 without the Lagrangian is plain SAC: skip the sampled actions altogether
+        # alpha = 0 without the Lagrangian is offline SAC: skip the sampled actions altogether
         self.use_cql = args.cql_lagrange or args.cql_alpha > 0
+        # Logging samples its own actions from its own stream: how often one logs never changes training.
+        self.log_generator = torch.Generator(device=device).manual_seed(args.seed)
         self.critic_loss_fn = torch.compile(self.critic_loss) if args.compile else self.critic_loss
-        self.actor_loss_fn = torch.compile(self.actor_loss) if args.compile else self.actor_loss
+        self.policy_losses_fn = torch.compile(self.policy_losses) if args.compile else self.policy_losses
 
     def cql_alpha(self) -> torch.Tensor:
         if self.args.cql_lagrange:
             return self.log_cql_alpha.exp().clamp(0.0, 1e6)
         return torch.tensor(self.args.cql_alpha, device=self.log_cql_alpha.device)
 
-    def sampled_q(self, obs, act, next_obs):
+    def sampled_q(self, obs, act, next_obs, generator: Optional[torch.Generator] = None):
         """Q_1, Q_2 at s on the dataset action and on 3N sampled actions, all in ONE pass per critic.
         Returns q (2, B, 1 + 3N) (columns: data, N uniform, N from pi(.|s), N from pi(.|s')) and the
         logsumexp estimate (2, B)."""
         B, N, d = obs.shape[0], self.args.cql_n_actions, self.act_dim
         with torch.no_grad():  # the samples are proposals for the critic's loss: no gradient to the actor
-            rand_act = torch.rand(B, N, d, device=obs.device) * 2.0 - 1.0
-            curr_act, curr_log_pi = self.actor.sample(obs, N)
-            next_act, next_log_pi = self.actor.sample(next_obs, N)
+            rand_act = torch.rand(B, N, d, device=obs.device, generator=generator) * 2.0 - 1.0
+            curr_act, curr_log_pi = self.actor.sample(obs, N, generator)
+            next_act, next_log_pi = self.actor.sample(next_obs, N, generator)
         # every action is evaluated at s, also the ones drawn at s' (as in the paper's code)
         all_act = torch.cat([act.unsqueeze(1), rand_act, curr_act, next_act], dim=1)  # (B, 1 + 3N, d)
         all_obs = obs.unsqueeze(1).expand(-1, 1 + 3 * N, -1)
@@ -261,14 +375,27 @@ class CQL:
                             curr_log_pi, next_log_pi, d)
         return q, lse
 
+    @torch.no_grad()
+    def next_q_target(self, next_obs) -> torch.Tensor:
+        """What the TD target bootstraps from, (2, B): the TARGET critics Qbar_i(s', a') at a' ~ pi(.|s')."""
+        if self.args.cql_max_target_backup:
+            B, K, d = next_obs.shape[0], self.args.cql_n_actions, self.act_dim
+            next_act, _ = self.actor.sample(next_obs, K)  # (B, K, d)
+            next_q = self.critic_target(next_obs.unsqueeze(1).expand(-1, K, -1).reshape(B * K, -1),
+                                        next_act.reshape(B * K, d)).view(2, B, K)
+            # max_k Qbar_i(s', a'_k), per critic; td_target then takes the min over i (as the paper's code)
+            return next_q.max(dim=-1).values
+        next_act, next_log_pi = self.actor.sample(next_obs)
+        next_q = self.critic_target(next_obs, next_act)
+        if self.args.backup_entropy:
+            # soft value: Qbar_i(s', a') - beta log pi(a'|s')
+            next_q = next_q - self.log_beta.exp() * next_log_pi
+        return next_q
+
     def critic_loss(self, obs, act, rew, next_obs, done):
-        with torch.no_grad():
-            next_act, next_log_pi = self.actor.sample(next_obs)
-            next_q = self.critic_target(next_obs, next_act).min(dim=0).values
-            if self.args.backup_entropy:
-                next_q = next_q - self.log_beta.exp() * next_log_pi
-            # y = r + gamma (1 - d) min_i Qbar_i(s', a'),  a' ~ pi(.|s')   (no bootstrap past a termination)
-            target = rew + self.args.gamma * (1.0 - done) * next_q
+        """L_Q = L_TD + alpha sum_i gap_i, and the gaps (2,) (detached)."""
+        # y = r + gamma (1 - d) min_i Qbar_i(s', a'),  a' ~ pi(.|s')
+        target = td_target(rew, done, self.next_q_target(next_obs), self.args.gamma)
         if not self.use_cql:
             q_data = self.critic(obs, act)
             # L_TD = sum_i E_D[ (Q_i(s,a) - y)^2 ]
@@ -278,62 +405,63 @@ class CQL:
         # L_TD = sum_i E_D[ (Q_i(s,a) - y)^2 ]
         td_loss = (q_data - target).pow(2).mean(dim=1).sum()
         # gap_i = E_{s~D}[ log sum_a exp Q_i(s,a) - E_{a~D}[Q_i(s,a)] ], one per critic
-        gap = (lse - q_data).mean(dim=1)
-        # L_Q = L_TD + alpha sum_i gap_i   (with the Lagrangian: alpha (gap_i - target gap), same gradient in Q)
+        gap = cql_penalty(lse, q_data)
+        # L_Q = L_TD + alpha sum_i gap_i   (with the Lagrangian: alpha (gap_i - tau), same gradient in Q)
         return td_loss + self.cql_alpha().detach() * gap.sum(), gap.detach()
 
-    def cql_alpha_loss(self, gap):
-        # max_{alpha >= 0} alpha (gap - target gap): descend on -alpha (gap - target gap), in log alpha
-        return -self.log_cql_alpha.exp() * (gap.mean() - self.args.cql_target_action_gap)
-
-    def actor_loss(self, obs):
+    def policy_losses(self, obs):
+        """L_pi and L_beta on one reparameterised action per state, and its log pi (detached)."""
         act, log_pi = self.actor.sample(obs)
-        q = self.critic(obs, act).min(dim=0).values
-        beta = self.log_beta.exp()
+        beta = self.log_beta.exp().detach()
         # L_pi = E_{s~D, a~pi}[ beta log pi(a|s) - min_i Q_i(s,a) ]
-        actor_loss = (beta.detach() * log_pi - q).mean()
+        loss_pi = actor_loss(log_pi, self.critic(obs, act), beta)
         # L_beta = E_{a~pi}[ -beta (log pi(a|s) + Hbar) ],  Hbar = -dim(A)
-        beta_loss = -(beta * (log_pi.detach() + self.target_entropy)).mean()
-        return actor_loss, beta_loss, log_pi.detach()
+        loss_beta = temperature_loss(self.log_beta, log_pi, self.target_entropy)
+        return loss_pi, loss_beta, log_pi.detach()
 
     def update(self, obs, act, rew, next_obs, done) -> dict:
         """One gradient step on a batch (actions in [-1, 1]^d). Returns detached tensors, no sync."""
+        # 1. the critics: descend on L_TD + alpha sum_i gap_i
         critic_loss, gap = self.critic_loss_fn(obs, act, rew, next_obs, done)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
         metrics = {"critic_loss": critic_loss.detach()}
         if self.args.cql_lagrange:
-            alpha_loss = self.cql_alpha_loss(gap)
+            # 2. with the Lagrangian: a dual step on alpha, the gap taken in the paper's code's convention
+            alpha_loss = cql_alpha_loss(self.log_cql_alpha, gap + self.log_n_samples,
+                                        self.args.cql_target_action_gap)
             self.cql_alpha_optimizer.zero_grad(set_to_none=True)
             alpha_loss.backward()
             self.cql_alpha_optimizer.step()
             metrics["alpha_loss"] = alpha_loss.detach()
 
-        actor_loss, beta_loss, log_pi = self.actor_loss_fn(obs)
+        # 3. the actor and the entropy temperature
+        loss_pi, loss_beta, log_pi = self.policy_losses_fn(obs)
         self.actor_optimizer.zero_grad(set_to_none=True)
         self.beta_optimizer.zero_grad(set_to_none=True)
-        (actor_loss + beta_loss).backward()  # the critic's gradients from this are cleared at its next step
+        (loss_pi + loss_beta).backward()  # the critic's gradients from this are cleared at its next step
         self.actor_optimizer.step()
         self.beta_optimizer.step()
 
-        with torch.no_grad():
-            # Qbar <- (1 - tau) Qbar + tau Q
-            for p_target, p in zip(self.critic_target.parameters(), self.critic.parameters()):
-                p_target.lerp_(p, self.args.tau)
-        metrics.update(actor_loss=actor_loss.detach(), entropy=-log_pi.mean())
+        # 4. Qbar <- (1 - tau) Qbar + tau Q
+        polyak_update(self.critic_target, self.critic, self.args.tau)
+        metrics.update(actor_loss=loss_pi.detach(), entropy=-log_pi.mean())
         return metrics
 
     @torch.no_grad()
     def probe(self, obs, act, next_obs) -> dict:
         """What the theory talks about, on one batch: mean Q (of the twins) on dataset, uniform and
-        policy actions, and the CQL gap. Runs at logging steps only, in every mode (alpha = 0 too)."""
-        q, lse = self.sampled_q(obs, act, next_obs)
+        policy actions, and the CQL gap in the convention of --cql-target-action-gap. Runs at logging
+        steps only, in every mode (alpha = 0 too), on the logging stream (training's is untouched)."""
+        q, lse = self.sampled_q(obs, act, next_obs, self.log_generator)
         N = self.args.cql_n_actions
         return {"q_data": q[..., 0].mean(), "q_random": q[..., 1:1 + N].mean(),
-                "q_policy": q[..., 1 + N:1 + 2 * N].mean(), "cql_gap": (lse - q[..., 0]).mean()}
+                "q_policy": q[..., 1 + N:1 + 2 * N].mean(),
+                "cql_gap": (lse + self.log_n_samples - q[..., 0]).mean()}
 
 
+# TRY NOT TO MODIFY: the Monte-Carlo returns behind values/mc_return, evaluation, checkpoints and logging
 def discounted_returns(data: OfflineDataset, gamma: float) -> torch.Tensor:
     """The dataset's Monte-Carlo return of every transition, G_t = r_t + gamma G_{t+1} within its episode.
 
@@ -393,11 +521,38 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) -> dict:
+    """Read a checkpoint that `algorithm`'s --save-model wrote; anything else exits with a clear error
+    before a run directory exists. weights_only=True: tensors and plain containers, never code."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # not a torch file, a truncated one, or one holding pickled objects
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py: torch cannot read it "
+                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    written_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if written_by is not None and written_by != algorithm:
+        sys.exit(f"error: '{path}' is a checkpoint of {written_by}.py, not of {algorithm}.py: "
+                 f"evaluate it with `python {written_by}.py --eval-checkpoint {path}`")
+    missing = [k for k in (*keys, "args", "obs_mean", "obs_std", "eval_seeds")
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py (it lacks {', '.join(missing)})")
+    return checkpoint
+
+
 def write_summary(run_dir: str, summary: dict) -> None:
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
     print(json.dumps(summary, indent=2))
+
+
+def exit_on_unimplemented_exercise(exc_type, exc, tb) -> None:
+    """sys.excepthook: a course exercise still to write ends the run with its own message."""
+    if issubclass(exc_type, NotImplementedError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
 
 
 def score_text(returns, scores) -> str:
@@ -406,6 +561,7 @@ def score_text(returns, scores) -> str:
 
 
 if __name__ == "__main__":
+    sys.excepthook = exit_on_unimplemented_exercise
     args = tyro.cli(Args)
     check_args(args)
     if args.track:
@@ -424,7 +580,7 @@ if __name__ == "__main__":
 
     checkpoint = None
     if args.eval_checkpoint:
-        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        checkpoint = load_checkpoint(args.eval_checkpoint, "cql", ("actor", "critic"), device)
         args.dataset_id = checkpoint["args"]["dataset_id"]
     try:
         data = load_dataset(args.dataset_id, device)
@@ -512,7 +668,7 @@ if __name__ == "__main__":
             print(f"{line} | {score_text(returns, scores)}", flush=True)
             if args.save_model:
                 save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
-                    "actor": actor.state_dict(), "critic": agent.critic.state_dict(),
+                    "algorithm": "cql", "actor": actor.state_dict(), "critic": agent.critic.state_dict(),
                     "critic_target": agent.critic_target.state_dict(), "log_beta": agent.log_beta.detach().cpu(),
                     "log_cql_alpha": agent.log_cql_alpha.detach().cpu(), "args": asdict(args),
                     "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),

@@ -89,7 +89,8 @@ class Args:
     """dropout on embeddings, attention weights and residual branches (Chen 2021; CORL)"""
     reward_scale: Optional[float] = None
     """returns-to-go are multiplied by this; None = 10^-floor(log10(max |episode return|)), the largest |return|
-    lands in [1, 10): 1e-3 on Pendulum and on D4RL hopper and walker2d (CORL: 1e-3)"""
+    lands in [1, 10). It follows the dataset, not the env: on D4RL halfcheetah 1e-3 for medium and medium-replay,
+    1e-4 for medium-expert and expert (best returns above 10,000); CORL uses 1e-3 everywhere"""
     target_returns: Optional[tuple[float, ...]] = None
     """returns to ask for at evaluation (raw, unscaled; the first is the main score); None = the dataset's best
     and median episode returns (the paper asks for an expert return and half of it)"""
@@ -97,11 +98,27 @@ class Args:
     """bf16 autocast in the transformer on CUDA and on CPUs with native bf16 (AVX512-BF16, AMX); weights stay fp32"""
 
 
+def common_arg_errors(args) -> list[str]:
+    """The checks of the flags every script shares (kept identical in every file)."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    for name in ("gamma", "tau"):  # discount in [0, 1), Polyak rate in (0, 1], where a script has them
+        value = getattr(args, name, None)
+        if name == "gamma" and value is not None and not 0.0 <= value < 1.0:
+            errors.append(f"--gamma must be in [0, 1) (got {value})")
+        if name == "tau" and value is not None and not 0.0 < value <= 1.0:
+            errors.append(f"--tau must be in (0, 1] (got {value})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    return errors
+
+
 def check_args(args: Args) -> None:
     """Bad flags fail here, before anything is written."""
-    errors = []
-    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes", "embed_dim", "n_layers",
-                 "n_heads", "context_len"):
+    errors = common_arg_errors(args)
+    for name in ("embed_dim", "n_layers", "n_heads", "context_len"):
         if getattr(args, name) <= 0:
             errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
     if not args.learning_rate > 0:
@@ -122,8 +139,6 @@ def check_args(args: Args) -> None:
         len(args.target_returns) == 0 or not all(math.isfinite(r) for r in args.target_returns)
     ):
         errors.append(f"--target-returns needs one or more finite returns (got {args.target_returns})")
-    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
-        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
     if errors:
         sys.exit("error: " + "\n       ".join(errors))
 
@@ -155,12 +170,28 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(embed_dim)
         self.attn = CausalSelfAttention(embed_dim, n_heads, dropout)
         self.ln2 = nn.LayerNorm(embed_dim)
+        # GELU is CORL's choice (dt.py), as in GPT-2; the paper's code (kzl/decision-transformer) sets ReLU.
         self.mlp = nn.Sequential(nn.Linear(embed_dim, 4 * embed_dim), nn.GELU(),
                                  nn.Linear(4 * embed_dim, embed_dim), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), attn_mask)
         return x + self.mlp(self.ln2(x))
+
+
+# ALGO LOGIC: the token layout, the part of the model a student writes (course/make_assignment.py cuts
+# the SOLUTION bodies out)
+def interleave_tokens(return_emb: torch.Tensor, state_emb: torch.Tensor, action_emb: torch.Tensor,
+                      time_emb: torch.Tensor) -> torch.Tensor:
+    """The sequence (R_1, s_1, a_1, R_2, s_2, a_2, ..., R_K, s_K, a_K) the transformer reads. Each token is
+    its own embedding plus the embedding of its timestep, which the three tokens of a timestep share
+    (the only position signal). return_emb, state_emb, action_emb, time_emb: (B, K, H), one row per
+    timestep of the window. Returns (B, 3K, H): token 3i is R, 3i+1 is s, 3i+2 is a of the window's i-th step."""
+    # BEGIN SOLUTION
+    B, K, H = time_emb.shape
+    tokens = torch.stack([return_emb + time_emb, state_emb + time_emb, action_emb + time_emb], dim=2)  # (B, K, 3, H)
+    return tokens.reshape(B, 3 * K, H)
+    # END SOLUTION
 
 
 class DecisionTransformer(nn.Module):
@@ -197,11 +228,11 @@ class DecisionTransformer(nn.Module):
     def forward(self, returns_to_go, states, actions, timesteps, mask) -> torch.Tensor:
         """returns_to_go (B, K, 1) scaled, states (B, K, obs_dim) normalised, actions (B, K, act_dim),
         timesteps (B, K) int64, mask (B, K) bool, False at padding. Returns the predicted a_t (B, K, act_dim)."""
-        B, K = timesteps.shape
-        time_emb = self.embed_timestep(timesteps)
-        # Token 3t is R_t, 3t+1 is s_t, 3t+2 is a_t: (R_1, s_1, a_1, R_2, s_2, a_2, ...)
-        tokens = torch.stack([self.embed_return(returns_to_go) + time_emb, self.embed_state(states) + time_emb,
-                              self.embed_action(actions) + time_emb], dim=2).reshape(B, 3 * K, -1)
+        K = timesteps.shape[1]
+        # Timesteps past the longest episode of the data (evaluation only) reuse its last embedding.
+        time_emb = self.embed_timestep(timesteps.clamp(max=self.max_ep_len - 1))
+        tokens = interleave_tokens(self.embed_return(returns_to_go), self.embed_state(states),
+                                   self.embed_action(actions), time_emb)  # (B, 3K, H)
         x = self.embed_drop(self.embed_ln(tokens))
         # Token i reads token j <= i, never a padded one; each reads itself, so no row is all -inf.
         real = mask.repeat_interleave(3, dim=1)
@@ -214,13 +245,19 @@ class DecisionTransformer(nn.Module):
         return torch.tanh(self.predict_action(x[:, 1::3])) * self.action_scale + self.action_bias
 
 
+# ALGO LOGIC: returns-to-go, the loss, and the step of a return-conditioned rollout (exercises, like the above)
 def returns_to_go(rewards: torch.Tensor, episode_starts: torch.Tensor, episode_lengths: torch.Tensor) -> torch.Tensor:
-    """R_t = sum_{t' >= t} r_{t'} within each episode, for every transition of the flat dataset."""
-    # float64 cumulative sums: R_t = (sum of r up to the episode's end) - (sum of r before t)
+    """R_t = sum_{t' >= t} r_{t'}: the undiscounted sum of the rewards from t to the end of t's episode.
+    rewards: (N,) the flat dataset, episodes one after another; episode_starts, episode_lengths: (E,) int64,
+    episode e being rewards[episode_starts[e] : episode_starts[e] + episode_lengths[e]].
+    Returns (N,) float32; sum in float64 (an episode of D4RL has 1000 rewards, a dataset millions)."""
+    # BEGIN SOLUTION
+    # R_t = (sum of the rewards up to the episode's end) - (sum of the rewards before t), by cumulative sums
     c = torch.cat([rewards.new_zeros(1, dtype=torch.float64), torch.cumsum(rewards.double(), 0)])
     episode_of = torch.repeat_interleave(torch.arange(len(episode_starts), device=rewards.device), episode_lengths)
     end = (episode_starts + episode_lengths)[episode_of]
     return (c[end] - c[:-1]).float()
+    # END SOLUTION
 
 
 def sample_windows(end: torch.Tensor, context_len: int, start_of: torch.Tensor, rtg, states, actions, timesteps):
@@ -233,12 +270,39 @@ def sample_windows(end: torch.Tensor, context_len: int, start_of: torch.Tensor, 
     return rtg[idx][..., None] * m, states[idx] * m, actions[idx] * m, timesteps[idx] * mask, mask
 
 
-def action_loss(pred: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the real positions only: padding weighs nothing."""
-    # L = sum_{real t} || a_hat_t - a_t ||^2 / (#real * act_dim); a sum over the mask, no sync with the device
-    return (((pred.float() - actions) ** 2).mean(-1) * mask).sum() / mask.sum()
+def action_loss(pred_actions: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L = 1/#real sum_{real t} 1/act_dim || a_hat_t - a_t ||^2: the squared error averaged over the action
+    dimensions and over the real (unpadded) positions of all windows; padded positions weigh nothing.
+    pred_actions, actions: (B, K, act_dim); mask: (B, K) bool, False at padding."""
+    # BEGIN SOLUTION
+    # a sum over the mask divided by its count: no boolean indexing, so no sync with the device
+    return (((pred_actions - actions) ** 2).mean(-1) * mask).sum() / mask.sum()
+    # END SOLUTION
 
 
+def update_context(context: tuple, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
+                   reward_scale: float) -> tuple:
+    """The model's context after the env took a_t and returned r_t and s_{t+1}, for n envs side by side.
+    context = (R (n, K, 1) scaled returns-to-go, s (n, K, obs_dim) normalised states, a (n, K, act_dim),
+    t (n, K) int64 timesteps, mask (n, K) bool, False at empty slots): the last K steps, oldest first,
+    step t in the last slot with a placeholder action. action (n, act_dim): a_t; reward (n,): raw r_t;
+    next_obs (n, obs_dim): s_{t+1}, normalised. Returns the context of step t+1: a_t in the place of the
+    placeholder, every slot moved one to the left (the oldest drops out), and in the last slot
+        (R_{t+1} = R_t - reward_scale * r_t,  s_{t+1},  a zero placeholder action,  t + 1,  True)."""
+    # BEGIN SOLUTION
+    R, s, a, t, mask = context
+    a = torch.cat([a[:, :-1], action[:, None]], 1)
+    # R_{t+1} = R_t - r_t, in the model's scale: the return still to collect
+    R_next = R[:, -1] - reward_scale * reward[:, None]
+    return (torch.cat([R[:, 1:], R_next[:, None]], 1),
+            torch.cat([s[:, 1:], next_obs[:, None]], 1),
+            torch.cat([a[:, 1:], torch.zeros_like(a[:, :1])], 1),
+            torch.cat([t[:, 1:], t[:, -1:] + 1], 1),
+            torch.cat([mask[:, 1:], torch.ones_like(mask[:, :1])], 1))
+    # END SOLUTION
+
+
+# TRY NOT TO MODIFY: evaluation, checkpoints and logging (the shared helpers are the same in every script)
 def use_bf16(device, flag: bool) -> bool:
     """bf16 autocast where the hardware has it: on the CPU without native bf16 it would be slower."""
     device = torch.device(device)
@@ -248,7 +312,7 @@ def use_bf16(device, flag: bool) -> bool:
 
 
 def auto_reward_scale(episode_returns: torch.Tensor) -> float:
-    """10^-floor(log10(max |R|)): the largest |episode return| lands in [1, 10)."""
+    """10^-floor(log10(max |R|)): the largest |episode return| of the dataset lands in [1, 10)."""
     largest = float(episode_returns.abs().max())
     return 10.0 ** -math.floor(math.log10(largest)) if largest > 0 else 1.0
 
@@ -276,30 +340,24 @@ def evaluate(model: DecisionTransformer, data: OfflineDataset, seeds: list[int],
     obs, _ = envs.reset(seed=seeds)
     returns = np.zeros(len(seeds))
     done = np.zeros(len(seeds), dtype=bool)
-    # The last K timesteps of every env, newest at the end; the window fills up from the right.
+    # The context of step 0: K slots, all empty (masked out) but the last, which holds R_1 (the return we
+    # ask for), s_1, a placeholder action and t = 0. update_context shifts each later step in from the right.
     n, K = len(seeds), model.context_len
-    rtg = torch.zeros(n, K, 1, device=device)
+    R = torch.zeros(n, K, 1, device=device)
+    R[:, -1] = target_return * reward_scale
     states = torch.zeros(n, K, data.obs_dim, device=device)
-    actions = torch.zeros(n, K, data.act_dim, device=device)
-    timesteps = torch.zeros(n, K, dtype=torch.long, device=device)
+    states[:, -1] = data.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=device))
     mask = torch.zeros(n, K, dtype=torch.bool, device=device)
-    R = torch.full((n,), target_return * reward_scale, device=device)  # R_1: the return we ask for
-    t = 0
+    mask[:, -1] = True
+    context = (R, states, torch.zeros(n, K, data.act_dim, device=device),
+               torch.zeros(n, K, dtype=torch.long, device=device), mask)
     while not done.all():
-        obs_t = data.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=device))
-        # Shift one timestep left, then append (R_t, s_t, a_t = 0): the causal mask hides a_t from s_t.
-        rtg = torch.cat([rtg[:, 1:], R[:, None, None]], 1)
-        states = torch.cat([states[:, 1:], obs_t[:, None]], 1)
-        actions = torch.cat([actions[:, 1:], actions.new_zeros(n, 1, data.act_dim)], 1)
-        timesteps = torch.cat([timesteps[:, 1:], timesteps.new_full((n, 1), min(t, model.max_ep_len - 1))], 1)
-        mask = torch.cat([mask[:, 1:], mask.new_ones(n, 1)], 1)
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            action = model(rtg, states, actions, timesteps, mask)[:, -1].float()
-        actions[:, -1] = action
+            action = model(*context)[:, -1].float()  # a_t: the prediction at the newest state token
         obs, reward, terminated, truncated, _ = envs.step(action.cpu().numpy().astype(envs.single_action_space.dtype))
-        # R_{t+1} = R_t - r_t: the return still to collect
-        R = R - torch.as_tensor(reward, dtype=torch.float32, device=device) * reward_scale
-        t += 1
+        next_obs = data.normalize_obs(torch.as_tensor(obs, dtype=torch.float32, device=device))
+        context = update_context(context, action, torch.as_tensor(reward, dtype=torch.float32, device=device),
+                                 next_obs, reward_scale)
         returns += np.where(done, 0.0, reward)  # an env that finished keeps its first episode's return
         done |= terminated | truncated
     envs.close()
@@ -312,11 +370,38 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) -> dict:
+    """Read a checkpoint that `algorithm`'s --save-model wrote; anything else exits with a clear error
+    before a run directory exists. weights_only=True: tensors and plain containers, never code."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # not a torch file, a truncated one, or one holding pickled objects
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py: torch cannot read it "
+                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    written_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if written_by is not None and written_by != algorithm:
+        sys.exit(f"error: '{path}' is a checkpoint of {written_by}.py, not of {algorithm}.py: "
+                 f"evaluate it with `python {written_by}.py --eval-checkpoint {path}`")
+    missing = [k for k in (*keys, "args", "obs_mean", "obs_std", "eval_seeds")
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py (it lacks {', '.join(missing)})")
+    return checkpoint
+
+
 def write_summary(run_dir: str, summary: dict) -> None:
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
     print(json.dumps(summary, indent=2))
+
+
+def exit_on_unimplemented_exercise(exc_type, exc, tb) -> None:
+    """sys.excepthook: a course exercise still to write ends the run with its own message."""
+    if issubclass(exc_type, NotImplementedError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
 
 
 def score_text(returns, scores) -> str:
@@ -343,6 +428,7 @@ def per_target_summary(results: dict) -> dict:
 
 
 if __name__ == "__main__":
+    sys.excepthook = exit_on_unimplemented_exercise
     args = tyro.cli(Args)
     check_args(args)
     if args.track:
@@ -361,16 +447,13 @@ if __name__ == "__main__":
 
     checkpoint = None
     if args.eval_checkpoint:
-        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        checkpoint = load_checkpoint(args.eval_checkpoint, "decision_transformer",
+                                     ("model", "reward_scale", "target_returns", "max_ep_len"), device)
         args.dataset_id = checkpoint["args"]["dataset_id"]
     try:
         data = load_dataset(args.dataset_id, device)
     except DatasetError as e:
         sys.exit(f"error: {e}")
-    # Sequences: the return-to-go, the timestep and the episode's first index of every transition.
-    rtg_all = returns_to_go(data.rewards, data.episode_starts, data.episode_lengths)
-    start_of = torch.repeat_interleave(data.episode_starts, data.episode_lengths)
-    timesteps_all = torch.arange(data.size, device=device) - start_of
     max_ep_len = int(data.episode_lengths.max())  # longer evaluation episodes reuse the last timestep
     reward_scale = args.reward_scale if args.reward_scale is not None else auto_reward_scale(data.episode_returns)
     best_return, median_return = float(data.episode_returns.max()), float(data.episode_returns.median())
@@ -419,9 +502,12 @@ if __name__ == "__main__":
     # lr_k = lr * min(1, (k + 1) / warmup): linear warm-up, then constant
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / max(1, warmup)))
     amp = use_bf16(device, args.bf16)
-    # Normalise and scale once: the hot loop only indexes.
+    # Sequences, computed once (the hot loop only indexes): the scaled return-to-go, the timestep and
+    # the episode's first index of every transition; normalised observations.
+    rtg_scaled = returns_to_go(data.rewards, data.episode_starts, data.episode_lengths) * reward_scale
+    start_of = torch.repeat_interleave(data.episode_starts, data.episode_lengths)
+    timesteps_all = torch.arange(data.size, device=device) - start_of
     observations = data.normalize_obs(data.observations)
-    rtg_scaled = rtg_all * reward_scale
     print(f"bf16 autocast {'on' if amp else 'off'} | returns-to-go scaled by {reward_scale:g} | dataset returns "
           f"{float(data.episode_returns.min()):.1f} .. {best_return:.1f} (median {median_return:.1f}) | "
           f"target returns {targets}")
@@ -435,8 +521,9 @@ if __name__ == "__main__":
         R, s, a, ts, mask = sample_windows(end, args.context_len, start_of, rtg_scaled, observations,
                                            data.actions, timesteps_all)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(R, s, a, ts, mask)
-        loss = action_loss(pred, a, mask)
+            pred = model(R, s, a, ts, mask)  # a_hat_t = pi(R_{<=t}, s_{<=t}, a_{<t}) at every position t
+        # L = 1/#real sum_{real t} || a_hat_t - a_t ||^2
+        loss = action_loss(pred.float(), a, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
@@ -477,7 +564,7 @@ if __name__ == "__main__":
                   + " | ".join(f"target {R:g}: {score_text(*results[R])}" for R in targets), flush=True)
             if args.save_model:
                 save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
-                    "model": model.state_dict(), "args": asdict(args),
+                    "algorithm": "decision_transformer", "model": model.state_dict(), "args": asdict(args),
                     "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
                     "reward_scale": reward_scale, "target_returns": targets, "max_ep_len": max_ep_len,
                     "step": step, "eval_seeds": seeds,

@@ -1,21 +1,25 @@
 """Implicit Q-Learning (IQL): offline RL that never evaluates an action outside the dataset.
 
 Paper: Kostrikov, Nair, Levine, "Offline Reinforcement Learning with Implicit Q-Learning", ICLR 2022,
-https://arxiv.org/abs/2110.06169. Defaults follow the paper's locomotion settings and CORL's iql.py
-(Tarasov et al., "CORL: Research-oriented Deep Offline RL Library", 2022).
+https://arxiv.org/abs/2110.06169. Defaults follow the paper's locomotion settings, its code
+(github.com/ikostrikov/implicit_q_learning) and CORL's iql.py (Tarasov et al., "CORL: Research-oriented
+Deep Offline RL Library", 2022).
 
 The max over actions in the Bellman target is where out-of-distribution actions get in. IQL drops
 it: V(s) is fitted by expectile regression to Q(s,a) on the dataset's actions only, so for an
 expectile tau near 1 it approaches the best in-data action's value; Q is fitted to r + gamma V(s');
-the policy is then extracted by advantage-weighted regression (AWR) on the dataset's actions.
+the policy is then extracted by advantage-weighted regression (AWR) on the dataset's actions. Each
+gradient step updates V, then Q (and its Polyak-averaged target Q_hat), then pi, as in the paper's
+Algorithm 1, each network with its own Adam.
 
-    L_V(psi)     = E_{(s,a)~D} [ L2^tau( Q_target(s,a) - V_psi(s) ) ],   L2^tau(u) = |tau - 1(u < 0)| u^2
-    L_Q(theta)   = E_{(s,a,r,s')~D} [ ( r + gamma (1 - done) V_psi(s') - Q_theta(s,a) )^2 ]
-    L_pi(phi)    = -E_{(s,a)~D} [ exp( beta (Q_target(s,a) - V_psi(s)) ) log pi_phi(a|s) ]
+    L_V(psi)   = E_{(s,a)~D} [ L2^tau( Q_hat(s,a) - V_psi(s) ) ],   L2^tau(u) = |tau - 1(u < 0)| u^2
+    L_Q(theta) = E_{(s,a,r,s')~D} [ ( r + gamma (1 - d) V_psi(s') - Q_theta(s,a) )^2 ]
+    L_pi(phi)  = -E_{(s,a)~D} [ exp( beta (Q_hat(s,a) - V_psi(s)) ) log pi_phi(a|s) ]
 
 Run `python iql.py --help` for the flags; docs/iql.md maps the objective to the lines below.
 """
 
+import copy
 import json
 import math
 import os
@@ -70,13 +74,14 @@ class Args:
 
     # Algorithm-specific arguments
     learning_rate: float = 3e-4
-    """Adam learning rate of V, both Q networks and the actor (paper, appendix B; CORL)"""
+    """Adam learning rate of V, of the two Q networks and of the actor, each with its own Adam (paper,
+    appendix B; CORL)"""
     hidden_dim: int = 256
     """width of the two hidden layers of every network (paper and CORL: 2x256)"""
-    discount: float = 0.99
+    gamma: float = 0.99
     """the discount factor gamma (paper; CORL)"""
     tau: float = 5e-3
-    """target network update rate: Q_target <- (1 - tau) Q_target + tau Q (paper; CORL)"""
+    """target network update rate: Q_hat <- (1 - tau) Q_hat + tau Q (paper; CORL). Not the expectile"""
     expectile: float = 0.7
     """the expectile tau of V's regression (paper, locomotion: 0.7). 0.5 makes it plain mean regression
     (V = E_a[Q], the value of the data's policy); near 1 V approaches the largest in-data Q(s,a)"""
@@ -87,33 +92,42 @@ class Args:
     deterministic_actor: bool = False
     """a deterministic tanh policy fitted by weighted MSE, instead of the paper's Gaussian (CORL's option)"""
     reward_scale: Literal["locomotion", "antmaze", "none"] = "locomotion"
-    """reward preprocessing (paper; CORL): locomotion = r * T / (max episode return - min episode return),
-    T the longest episode (1000 on D4RL locomotion); antmaze = r - 1; none. Locomotion suits the dense,
-    fixed-horizon Pendulum reward of the default data"""
-    compile: bool = False
-    """torch.compile the loss computation (docs/iql.md reports whether it pays off)"""
+    """reward preprocessing (paper's code; CORL): locomotion = r * T / (max episode return - min episode
+    return), T the env's time limit (1000 on D4RL locomotion: the paper's x1000), or the longest episode
+    where the env has none; antmaze = r - 1; none. Locomotion suits the dense, fixed-horizon Pendulum
+    reward of the default data"""
+
+
+def common_arg_errors(args) -> list[str]:
+    """The checks of the flags every script shares (kept identical in every file)."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    for name in ("gamma", "tau"):  # discount in [0, 1), Polyak rate in (0, 1], where a script has them
+        value = getattr(args, name, None)
+        if name == "gamma" and value is not None and not 0.0 <= value < 1.0:
+            errors.append(f"--gamma must be in [0, 1) (got {value})")
+        if name == "tau" and value is not None and not 0.0 < value <= 1.0:
+            errors.append(f"--tau must be in (0, 1] (got {value})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    return errors
 
 
 def check_args(args: Args) -> None:
     """Bad flags fail here, before anything is written."""
-    errors = []
-    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes", "hidden_dim"):
-        if getattr(args, name) <= 0:
-            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    errors = common_arg_errors(args)
+    if args.hidden_dim <= 0:
+        errors.append(f"--hidden-dim must be positive (got {args.hidden_dim})")
     if not args.learning_rate > 0:
         errors.append(f"--learning-rate must be positive (got {args.learning_rate})")
-    if not 0.0 <= args.discount <= 1.0:
-        errors.append(f"--discount must be in [0, 1] (got {args.discount})")
-    if not 0.0 < args.tau <= 1.0:
-        errors.append(f"--tau must be in (0, 1] (got {args.tau})")
     if not 0.0 < args.expectile < 1.0:
         errors.append(f"--expectile must be in (0, 1) (got {args.expectile})")
     if not args.beta >= 0:
         errors.append(f"--beta must be non-negative (got {args.beta})")
     if not args.max_weight > 0:
         errors.append(f"--max-weight must be positive (got {args.max_weight})")
-    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
-        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
     if errors:
         sys.exit("error: " + "\n       ".join(errors))
 
@@ -155,7 +169,9 @@ class Actor(nn.Module):
     parameter (state-independent, as the paper's locomotion policy); or, with `deterministic`, a
     deterministic tanh policy mu(s)."""
 
-    LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0  # the paper's code clips log sigma to this range
+    # log sigma is clipped to [-5, 2]: the paper's learner.py passes log_std_min=-5.0 to its policy
+    # (whose own default, -10, it overrides) and keeps the default maximum, 2
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, action_low, action_high,
                  deterministic: bool = False):
@@ -180,98 +196,152 @@ class Actor(nn.Module):
         return (-0.5 * z**2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+# ALGO LOGIC: the losses a student writes (course/make_assignment.py cuts the SOLUTION bodies out), the
+# target update, and the three updates of one gradient step
 def expectile_loss(u: torch.Tensor, expectile: float) -> torch.Tensor:
-    # L2^tau(u) = |tau - 1(u < 0)| u^2, averaged over the batch
+    """The asymmetric squared loss of expectile regression, averaged over the batch:
+
+        L2^tau(u) = |tau - 1(u < 0)| u^2
+
+    u: (B,), the residuals; expectile: tau in (0, 1). A residual u >= 0 weighs tau, a negative one
+    1 - tau, so with tau > 0.5 the minimiser sits above the mean; tau = 0.5 gives half the squared
+    error (mean regression). Returns a scalar."""
+    # BEGIN SOLUTION
     weight = torch.where(u < 0, 1.0 - expectile, expectile)
     return (weight * u**2).mean()
+    # END SOLUTION
 
 
-def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_v: torch.Tensor, discount: float) -> torch.Tensor:
-    # y = r + gamma (1 - done) V(s'): done is 1 only at a termination, a truncation still bootstraps
-    return rewards + discount * (1.0 - terminals) * next_v
+def value_loss(q_hat: torch.Tensor, v: torch.Tensor, expectile: float) -> torch.Tensor:
+    """V's loss, expectile regression of V(s) onto Q(s,a) at the dataset's actions only:
+
+        L_V(psi) = E_{(s,a)~D} [ L2^tau( Q_hat(s,a) - V_psi(s) ) ]
+
+    q_hat: (B,), Q_hat(s,a) = min(Q_hat1(s,a), Q_hat2(s,a)), the target critics at the batch's (s, a)
+    (a constant here); v: (B,), V_psi(s), whose gradient this loss drives; expectile: tau. Use
+    expectile_loss. Returns a scalar."""
+    # BEGIN SOLUTION
+    return expectile_loss(q_hat - v, expectile)
+    # END SOLUTION
 
 
-def awr_weights(advantage: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
-    # w = min( exp(beta (Q_target(s,a) - V(s))), max_weight )
-    return torch.exp(beta * advantage).clamp(max=max_weight)
+def q_loss(q1: torch.Tensor, q2: torch.Tensor, rewards: torch.Tensor, terminals: torch.Tensor,
+           next_v: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The critics' loss, the squared TD error of each critic against a target built from V, not Q:
+
+        y = r + gamma (1 - d) V_psi(s')
+        L_Q(theta) = E_D[ (y - Q_theta1(s,a))^2 ] + E_D[ (y - Q_theta2(s,a))^2 ]
+
+    q1, q2: (B,), the two critics at the batch's (s, a); rewards, terminals: (B,), d = 1 only where the
+    episode terminated (a time-limit truncation still bootstraps); next_v: (B,), V_psi(s') (a constant
+    here). The two critics' losses are summed, as in the paper's code. Returns a scalar."""
+    # BEGIN SOLUTION
+    y = rewards + gamma * (1.0 - terminals) * next_v
+    return ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
+    # END SOLUTION
 
 
-class IQL(nn.Module):
-    """The networks and the three losses. All three read detached targets computed from the same
-    parameters, so they touch disjoint parameters and one backward pass serves them all (CORL's
-    order; docs/iql.md, implementation details)."""
+def awr_actor_loss(advantage: torch.Tensor, log_prob: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
+    """Advantage-weighted regression: behaviour cloning in which each dataset action counts
+    exp(beta A(s,a)) times, the weight clipped at max_weight (100 in the paper's code):
 
-    def __init__(self, obs_dim: int, act_dim: int, args: Args, action_low, action_high):
-        super().__init__()
-        self.discount, self.expectile = args.discount, args.expectile
+        L_pi(phi) = -E_{(s,a)~D} [ min( exp(beta A(s,a)), max_weight ) log pi_phi(a|s) ]
+
+    advantage: (B,), A(s,a) = Q_hat(s,a) - V_psi(s) (a constant: no gradient); log_prob: (B,),
+    log pi_phi(a|s) of the dataset's actions; beta: the inverse temperature. Returns a scalar."""
+    # BEGIN SOLUTION
+    weights = torch.exp(beta * advantage).clamp(max=max_weight)
+    return -(weights * log_prob).mean()
+    # END SOLUTION
+
+
+@torch.no_grad()
+def polyak_update(target_params: list[torch.Tensor], online_params: list[torch.Tensor], tau: float) -> None:
+    """theta_hat <- (1 - tau) theta_hat + tau theta, for every tensor in one call: lerp_(theta, tau)
+    computes theta_hat + tau (theta - theta_hat), the same thing."""
+    torch._foreach_lerp_(target_params, online_params, tau)
+
+
+class IQL:
+    """The networks, one Adam per network, and one gradient step of each, in the order of the paper's
+    Algorithm 1 (and CORL): V, then Q and its target, then pi."""
+
+    def __init__(self, obs_dim: int, act_dim: int, args: Args, action_low, action_high, device):
+        self.gamma, self.tau, self.expectile = args.gamma, args.tau, args.expectile
         self.beta, self.max_weight = args.beta, args.max_weight
-        self.vf = ValueNetwork(obs_dim, args.hidden_dim)
-        self.qf = TwinQ(obs_dim, act_dim, args.hidden_dim)
-        self.qf_target = TwinQ(obs_dim, act_dim, args.hidden_dim)
-        self.qf_target.load_state_dict(self.qf.state_dict())
-        self.qf_target.requires_grad_(False)
-        self.actor = Actor(obs_dim, act_dim, args.hidden_dim, action_low, action_high, args.deterministic_actor)
+        self.vf = ValueNetwork(obs_dim, args.hidden_dim).to(device)
+        self.qf = TwinQ(obs_dim, act_dim, args.hidden_dim).to(device)
+        self.qf_target = copy.deepcopy(self.qf).requires_grad_(False)
+        self.actor = Actor(obs_dim, act_dim, args.hidden_dim, action_low, action_high,
+                           args.deterministic_actor).to(device)
+        # Adam with lr 3e-4 for each network (paper, appendix B); fused: one kernel for all of a network's
+        # tensors instead of a loop over them (the step is bound by per-call overhead at these sizes)
+        self.v_optimizer = torch.optim.Adam(self.vf.parameters(), lr=args.learning_rate, fused=True)
+        self.q_optimizer = torch.optim.Adam(self.qf.parameters(), lr=args.learning_rate, fused=True)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate, fused=True)
+        # the actor's lr decays to 0 along a cosine over the run (paper's code; CORL)
+        self.actor_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, args.total_steps)
+        # the Polyak update's tensors, listed once rather than at every step
+        self.target_params, self.online_params = list(self.qf_target.parameters()), list(self.qf.parameters())
 
-    def losses(self, obs, actions, rewards, next_obs, terminals):
-        """Returns (L_V + L_Q + L_pi, dict of detached metrics)."""
-        with torch.no_grad():
-            # Q_target(s,a) = min(Q_target1(s,a), Q_target2(s,a)) on the dataset's actions only
-            q_target = torch.min(*self.qf_target(obs, actions))
-            next_v = self.vf(next_obs)
-
+    def update_v(self, obs, q_hat):
+        """One step of V on L_V; returns the loss and V(s) before the step (detached)."""
         v = self.vf(obs)
-        advantage = q_target - v
-        # L_V = E[ L2^tau(Q_target(s,a) - V(s)) ]
-        value_loss = expectile_loss(advantage, self.expectile)
+        # L_V = E[ L2^tau(Q_hat(s,a) - V(s)) ]
+        loss = value_loss(q_hat, v, self.expectile)
+        self.v_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.v_optimizer.step()
+        return loss.detach(), v.detach()
 
+    def update_q(self, obs, actions, rewards, next_obs, terminals):
+        """One step of both critics on L_Q, bootstrapping from V(s'); returns the loss and Q_1(s,a)."""
+        with torch.no_grad():
+            # V(s'): the target needs no action at s', so no action outside the data is ever queried
+            next_v = self.vf(next_obs)
         q1, q2 = self.qf(obs, actions)
-        y = td_target(rewards, terminals, next_v, self.discount)
-        # L_Q = E[(y - Q1(s,a))^2] + E[(y - Q2(s,a))^2]
-        q_loss = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
+        # L_Q = sum_i E[ (r + gamma (1 - d) V(s') - Q_i(s,a))^2 ]
+        loss = q_loss(q1, q2, rewards, terminals, next_v, self.gamma)
+        self.q_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.q_optimizer.step()
+        return loss.detach(), q1.detach()
 
-        advantage = advantage.detach()
-        weights = awr_weights(advantage, self.beta, self.max_weight)
-        # L_pi = -E[ w(s,a) log pi(a|s) ]
-        actor_loss = -(weights * self.actor.log_prob(obs, actions)).mean()
+    def update_actor(self, obs, actions, advantage):
+        """One step of pi on L_pi, weighting the dataset's actions by their advantage (detached); returns
+        the loss."""
+        # L_pi = -E[ min(exp(beta A(s,a)), max_weight) log pi(a|s) ]
+        loss = awr_actor_loss(advantage, self.actor.log_prob(obs, actions), self.beta, self.max_weight)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.actor_optimizer.step()
+        self.actor_scheduler.step()
+        return loss.detach()
 
-        metrics = {
-            "losses/value_loss": value_loss.detach(), "losses/q_loss": q_loss.detach(),
-            "losses/actor_loss": actor_loss.detach(),
-            "values/v": v.detach().mean(), "values/q": q1.detach().mean(), "values/advantage": advantage.mean(),
+    def update(self, obs, actions, rewards, next_obs, terminals) -> dict:
+        """One gradient step of each network on a batch. Returns detached tensors (no device sync)."""
+        with torch.no_grad():
+            # Q_hat(s,a) = min(Q_hat1(s,a), Q_hat2(s,a)), the target critics at the dataset's actions only
+            q_hat = torch.min(*self.qf_target(obs, actions))
+        # 1. psi <- psi - lr grad L_V(psi)
+        loss_v, v = self.update_v(obs, q_hat)
+        # 2. theta <- theta - lr grad L_Q(theta), the target from the V just updated
+        loss_q, q = self.update_q(obs, actions, rewards, next_obs, terminals)
+        # 3. theta_hat <- (1 - tau) theta_hat + tau theta
+        polyak_update(self.target_params, self.online_params, self.tau)
+        # 4. phi <- phi - lr grad L_pi(phi), A(s,a) = Q_hat(s,a) - V(s) with step 1's V(s) (CORL); the
+        # paper's code evaluates V(s) again after V's step: one more pass for one step's difference
+        advantage = q_hat - v
+        loss_pi = self.update_actor(obs, actions, advantage)
+
+        weights = torch.exp(self.beta * advantage).clamp(max=self.max_weight)
+        return {
+            "losses/value_loss": loss_v, "losses/q_loss": loss_q, "losses/actor_loss": loss_pi,
+            "values/v": v.mean(), "values/q": q.mean(), "values/advantage": advantage.mean(),
             "values/awr_weight_mean": weights.mean(), "values/awr_weight_max": weights.max(),
             # exp(beta A) >= max_weight  <=>  beta A >= log(max_weight)
             "values/awr_weight_clipped_frac": (self.beta * advantage >= math.log(self.max_weight)).float().mean(),
         }
-        return value_loss + q_loss + actor_loss, metrics
-
-
-def make_optimizer(iql: IQL, args: Args):
-    """One Adam over all networks (Adam is per-parameter, so this equals three Adams) with a cosine
-    decay of the actor's learning rate to 0 over total_steps (paper; CORL)."""
-    critic_params = list(iql.vf.parameters()) + list(iql.qf.parameters())
-    optimizer = torch.optim.Adam(
-        [{"params": critic_params}, {"params": list(iql.actor.parameters())}],
-        lr=args.learning_rate, fused=True,  # fused: one kernel per step, not a loop over tensors
-    )
-
-    def cosine(t):
-        # lr_pi(t) = lr (1 + cos(pi t / T)) / 2, T = total_steps; V and Q keep lr
-        return 0.5 * (1.0 + math.cos(math.pi * min(t, args.total_steps) / args.total_steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda t: 1.0, cosine])
-    return optimizer, scheduler
-
-
-def train_step(iql: IQL, loss_fn, optimizer, scheduler, target_params, online_params, tau: float, batch):
-    """One gradient step of V, Q and pi, then the Polyak update; returns the metric tensors."""
-    loss, metrics = loss_fn(*batch)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    scheduler.step()
-    # theta_target <- (1 - tau) theta_target + tau theta
-    torch._foreach_lerp_(target_params, online_params, tau)
-    return metrics
 
 
 def reward_scaling(data: OfflineDataset, mode: str) -> tuple[float, float]:
@@ -282,13 +352,17 @@ def reward_scaling(data: OfflineDataset, mode: str) -> tuple[float, float]:
             raise DatasetError(f"--reward-scale locomotion needs episodes with different returns "
                                f"(all {data.num_episodes} have {float(data.episode_returns[0]):.3f}); "
                                f"use --reward-scale none")
-        # r' = r * T / (max_return - min_return): a return spread of T per episode, ~1 per step
-        return float(data.episode_lengths.max()) / spread, 0.0
+        # T = the env's time limit: 1000 on D4RL locomotion (the paper's x1000), also where every episode
+        # ends early (random Hopper's last 13-54 steps); the longest episode if the env has no limit
+        horizon = data.max_episode_steps or int(data.episode_lengths.max())
+        # r' = r T / (max_return - min_return)
+        return horizon / spread, 0.0
     if mode == "antmaze":
         return 1.0, -1.0  # r' = r - 1: the sparse 0/1 goal reward becomes -1 per step until the goal
     return 1.0, 0.0
 
 
+# TRY NOT TO MODIFY: evaluation, checkpoints and logging (the same in every script)
 def evaluation_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
     """Fresh start states at each evaluation, reproducible from (seed, evaluation index)."""
     return [int(s) for s in np.random.SeedSequence([seed, evaluation]).generate_state(episodes)]
@@ -327,11 +401,38 @@ def save_checkpoint(path: str, checkpoint: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
+def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) -> dict:
+    """Read a checkpoint that `algorithm`'s --save-model wrote; anything else exits with a clear error
+    before a run directory exists. weights_only=True: tensors and plain containers, never code."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # not a torch file, a truncated one, or one holding pickled objects
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py: torch cannot read it "
+                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    written_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if written_by is not None and written_by != algorithm:
+        sys.exit(f"error: '{path}' is a checkpoint of {written_by}.py, not of {algorithm}.py: "
+                 f"evaluate it with `python {written_by}.py --eval-checkpoint {path}`")
+    missing = [k for k in (*keys, "args", "obs_mean", "obs_std", "eval_seeds")
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py (it lacks {', '.join(missing)})")
+    return checkpoint
+
+
 def write_summary(run_dir: str, summary: dict) -> None:
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
     print(json.dumps(summary, indent=2))
+
+
+def exit_on_unimplemented_exercise(exc_type, exc, tb) -> None:
+    """sys.excepthook: a course exercise still to write ends the run with its own message."""
+    if issubclass(exc_type, NotImplementedError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
 
 
 def score_text(returns, scores) -> str:
@@ -340,6 +441,7 @@ def score_text(returns, scores) -> str:
 
 
 if __name__ == "__main__":
+    sys.excepthook = exit_on_unimplemented_exercise
     args = tyro.cli(Args)
     check_args(args)
     if args.track:
@@ -358,7 +460,7 @@ if __name__ == "__main__":
 
     checkpoint = None
     if args.eval_checkpoint:
-        checkpoint = torch.load(args.eval_checkpoint, map_location=device, weights_only=True)
+        checkpoint = load_checkpoint(args.eval_checkpoint, "iql", ("actor",), device)
         args.dataset_id = checkpoint["args"]["dataset_id"]
     try:
         data = load_dataset(args.dataset_id, device)
@@ -395,11 +497,8 @@ if __name__ == "__main__":
         writer.close()
         sys.exit(0)
 
-    iql = IQL(data.obs_dim, data.act_dim, args, data.action_low, data.action_high).to(device)
+    iql = IQL(data.obs_dim, data.act_dim, args, data.action_low, data.action_high, device)
     actor = iql.actor
-    optimizer, scheduler = make_optimizer(iql, args)
-    target_params, online_params = list(iql.qf_target.parameters()), list(iql.qf.parameters())
-    loss_fn = torch.compile(iql.losses) if args.compile else iql.losses
     # Normalise and scale once: the hot loop only indexes.
     observations = data.normalize_obs(data.observations)
     next_observations = data.normalize_obs(data.next_observations)
@@ -414,15 +513,15 @@ if __name__ == "__main__":
     print(f"Training IQL on {args.dataset_id} for {args.total_steps} steps on {device} ({run_dir})")
     for step in range(1, args.total_steps + 1):
         idx = torch.randint(0, data.size, (args.batch_size,), device=device)
-        batch = (observations[idx], actions[idx], rewards[idx], next_observations[idx], terminals[idx])
-        metrics = train_step(iql, loss_fn, optimizer, scheduler, target_params, online_params, args.tau, batch)
+        # V, then Q and its target, then pi (IQL.update)
+        metrics = iql.update(observations[idx], actions[idx], rewards[idx], next_observations[idx], terminals[idx])
 
         evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
         if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
             values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
             for name, value in values.items():
                 writer.add_scalar(name, value, step)
-            writer.add_scalar("charts/actor_lr", optimizer.param_groups[1]["lr"], step)
+            writer.add_scalar("charts/actor_lr", iql.actor_optimizer.param_groups[0]["lr"], step)
             now = time.time()
             train_time += now - t_log
             t_log = now
@@ -449,9 +548,9 @@ if __name__ == "__main__":
                   flush=True)
             if args.save_model:
                 save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
-                    "actor": actor.state_dict(), "value": iql.vf.state_dict(), "critic": iql.qf.state_dict(),
-                    "critic_target": iql.qf_target.state_dict(), "args": asdict(args),
-                    "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
+                    "algorithm": "iql", "actor": actor.state_dict(), "value": iql.vf.state_dict(),
+                    "critic": iql.qf.state_dict(), "critic_target": iql.qf_target.state_dict(),
+                    "args": asdict(args), "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
                     "reward_scale": reward_scale, "reward_shift": reward_shift,
                     "step": step, "eval_seeds": seeds,
                 })

@@ -1,6 +1,6 @@
 """Gradient steps per second of bcq.py's update against a bare loop of the same networks' passes.
 
-    python benchmarks/speed_bcq.py [--rounds 5] [--threads 2]
+    python benchmarks/speed_bcq.py [--rounds 5] [--threads 2]    (threads: $OMP_NUM_THREADS if set, else 2)
 
 Hopper-shaped random data (obs 11, act 3, 100k transitions), one process. Two settings:
 
@@ -121,7 +121,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--seconds", type=float, default=8.0, help="timed seconds per variant per round")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 2),
+                   help="torch threads (default: $OMP_NUM_THREADS if set, else 2)")
     p.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     p.add_argument("--block-rows", type=int, default=bcq.BLOCK_ROWS,
                    help="override bcq.BLOCK_ROWS, the rows per candidate pass (a huge value: one pass)")

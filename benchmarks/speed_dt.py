@@ -53,7 +53,7 @@ def train_sps(embed_dim: int, bf16: bool, steps: int, batch=64, context=20, warm
         R, s, a, ts, mask = dt.sample_windows(end, context, start_of, rtg, states, actions, timesteps)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             pred = model(R, s, a, ts, mask)
-        loss = dt.action_loss(pred, a, mask)
+        loss = dt.action_loss(pred.float(), a, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.25)

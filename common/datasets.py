@@ -23,6 +23,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Optional
 
 import gymnasium as gym
@@ -70,6 +71,7 @@ class OfflineDataset:
     ref_min_score: Optional[float]
     ref_max_score: Optional[float]
     ref_source: str  # "dataset", "D4RL reference", or "none" (raw returns only)
+    max_episode_steps: Optional[int]  # the env's time limit (from the dataset's env spec), if it has one
     make_env: Callable[..., gym.Env]  # make_env(render_mode=None) -> eval env with flat observations
 
     @property
@@ -157,6 +159,26 @@ def _missing_dataset_message(dataset_id: str, why: str) -> str:
     )
 
 
+def _dataset_dir(dataset_id: str):
+    from minari.storage import get_dataset_path
+
+    return get_dataset_path(dataset_id)
+
+
+def _damaged_dataset_message(dataset_id: str, error: Exception) -> str:
+    try:
+        where = str(_dataset_dir(dataset_id) / "data" / "main_data.hdf5")
+    except Exception:
+        where = f"the files of '{dataset_id}'"
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if dataset_id.startswith("local/"):
+        how = (f"rebuild it: `python -m common.make_dataset --preset {dataset_id.split('/')[1]} --force` "
+               f"(or delete {Path(where).parents[1]} and run the script again)")
+    else:
+        how = f"download it again: `minari download {dataset_id} --force` (on a machine with internet)"
+    return f"Dataset '{dataset_id}' is damaged: cannot read {where} ({first}).\n  To fix it, {how}."
+
+
 def _open_minari(dataset_id: str, download: bool):
     import minari
 
@@ -174,17 +196,23 @@ def _open_minari(dataset_id: str, download: bool):
         return minari.load_dataset(dataset_id)
     except FileNotFoundError:
         pass
+    except OSError as e:  # h5py: a truncated or corrupted file
+        raise DatasetError(_damaged_dataset_message(dataset_id, e)) from None
     if dataset_id.startswith("local/"):
         raise DatasetError(_missing_dataset_message(dataset_id, "local ids are built, never downloaded"))
     if not download:
         raise DatasetError(_missing_dataset_message(dataset_id, "downloads are off"))
+    # Every way a download cannot happen ends in the same message, with and without a network.
+    try:
+        import huggingface_hub  # noqa: F401  (what Minari's hf extra installs)
+    except ImportError:
+        raise DatasetError(_missing_dataset_message(
+            dataset_id, "downloading needs Minari's hf extra: pip install \"minari[hf]\"")) from None
     if not _network_reachable():
         raise DatasetError(_missing_dataset_message(dataset_id, "no network to download it from"))
     print(f"[datasets] {dataset_id} not found locally; downloading it from Minari's remote...", flush=True)
     try:
         return minari.load_dataset(dataset_id, download=True)
-    except ImportError as e:
-        raise DatasetError(f"Downloading needs Minari's hf extra: pip install \"minari[hf]\" ({e})") from e
     except Exception as e:  # unknown remote id, connection dropped, ...
         raise DatasetError(_missing_dataset_message(dataset_id, f"download failed: {e}")) from e
 
@@ -221,7 +249,11 @@ def load_dataset(
     returns = np.empty((num_eps,), np.float32)
 
     i = 0
-    for e, ep in enumerate(ds.storage.get_episodes(ds.episode_indices)):
+    try:
+        episodes = list(ds.storage.get_episodes(ds.episode_indices))
+    except (OSError, KeyError) as err:  # a file that opens but whose episodes cannot be read
+        raise DatasetError(_damaged_dataset_message(dataset_id, err)) from None
+    for e, ep in enumerate(episodes):
         ep_obs = flatten_observation(ep["observations"], lead_dims=1)  # (T+1, obs_dim)
         T = len(ep["rewards"])
         if ep_obs.shape[0] != T + 1:
@@ -261,6 +293,8 @@ def load_dataset(
         print(f"[datasets] '{dataset_id}' has no reference scores; reporting raw returns only.", flush=True)
 
     dict_obs = isinstance(ds.observation_space, gym.spaces.Dict)
+    spec = ds.env_spec
+    max_episode_steps = int(spec.max_episode_steps) if spec is not None and spec.max_episode_steps else None
 
     def make_env(render_mode: Optional[str] = None) -> gym.Env:
         kwargs = {"render_mode": render_mode} if render_mode else {}
@@ -291,6 +325,7 @@ def load_dataset(
         ref_min_score=ref_min,
         ref_max_score=ref_max,
         ref_source=ref_source,
+        max_episode_steps=max_episode_steps,
         make_env=make_env,
     )
     if verbose:

@@ -8,15 +8,16 @@ continuous (Box) action space:
    `snapshot_every` env steps and scoring each snapshot on a few episodes;
 2. reference scores: mean return of a uniform random policy (`ref_min_score`) and of the final,
    "expert" policy (`ref_max_score`), over `ref_episodes` episodes each;
-3. "medium" = the snapshot whose normalised score is closest to 0.4 inside [1/3, 1/2];
+3. "medium" = the first snapshot whose normalised score lies inside [1/3, 1/2] (as D4RL stopped at
+   the first policy reaching its medium level); SAC itself may stop early at a target return;
 4. collect `steps_per_kind` transitions with stochastic actions from each policy, many episodes side
    by side in a vector env: `random`, `medium`, `expert`; `medium-replay` = every training
-   transition up to the medium snapshot; `medium-expert` = medium episodes + expert episodes;
+   episode completed by the medium snapshot; `medium-expert` = medium episodes + expert episodes;
 5. write each dataset into a hidden staging dir and rename it into place, so that an interrupted
    build never leaves a half-written dataset behind.
 
     python -m common.make_dataset                       # the default `pendulum` suite (2-6 min)
-    python -m common.make_dataset --preset hopper       # D4RL-sized, hours
+    python -m common.make_dataset --preset hopper       # D4RL-sized, about an hour
     python -m common.make_dataset --env Pendulum-v1 --name pendulum-short --sac-steps 6000
 
 Datasets are `local/<name>/<kind>-v0`. See docs/datasets.md.
@@ -47,7 +48,8 @@ KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 Kind = Literal["random", "medium", "medium-replay", "expert", "medium-expert"]
 NAMESPACE = "local"  # never clashes with Minari's remote namespaces (mujoco/, D4RL/, ...)
 DEFAULT_DATASET_ID = "local/pendulum/medium-replay-v0"
-# D4RL's medium policy sits at about a third of the expert; we aim a bit higher, inside [1/3, 1/2]
+# D4RL's medium policy sits at about a third of the expert: the first snapshot inside [1/3, 1/2] is
+# the medium one (the one closest to 0.4 when none lands inside)
 MEDIUM_TARGET = 0.4
 MEDIUM_BAND = (1 / 3, 1 / 2)
 
@@ -90,6 +92,8 @@ class Preset:
     num_envs: int
     """episodes collected side by side"""
     sac: SACConfig = field(default_factory=SACConfig)
+    stop_return: Optional[float] = None
+    """stop SAC early at the first snapshot whose mean return reaches this (None: run all sac_steps)"""
     log_every: int = 1000
     build_time: str = "unknown"
     """how long a build takes, for ensure_dataset's message"""
@@ -100,9 +104,15 @@ class Preset:
 # 11 episodes; updating every 4 steps stretches the same learning over 4x the env steps (~40 episodes
 # up to medium) at the same number of gradient steps. 100 episodes per kind.
 _PENDULUM_SAC = SACConfig(learning_rate=1e-3, buffer_size=100_000, learning_starts=100, train_freq=4)
-# D4RL-sized MuJoCo suites: 1M SAC steps, 1M transitions per kind, zoo's SAC settings.
-_MUJOCO = dict(sac_steps=1_000_000, snapshot_every=10_000, snapshot_eval_episodes=10,
+# MuJoCo suites: D4RL's 1M transitions per kind and zoo's SAC settings, but SAC stops at the first
+# snapshot whose mean return (10 episodes, stochastic actions) reaches D4RL's expert reference return
+# for the env, or after 300k env steps: D4RL trained for 1M steps, about 3 CPU hours here, and SAC
+# reaches the reference on Hopper long before. Snapshots every 5k steps, so that one lands in the
+# medium band before the policy moves past it.
+_MUJOCO = dict(sac_steps=300_000, snapshot_every=5_000, snapshot_eval_episodes=10,
                steps_per_kind=1_000_000, ref_episodes=100, num_envs=20, log_every=10_000)
+# D4RL's expert reference returns (d4rl/infos.py REF_MAX_SCORE)
+_D4RL_EXPERT = {"hopper": 3234.3, "halfcheetah": 12135.0, "walker2d": 4592.3}
 
 PRESETS: dict[str, Preset] = {
     "pendulum": Preset("Pendulum-v1", sac_steps=40_000, snapshot_every=500, snapshot_eval_episodes=20,
@@ -115,9 +125,12 @@ PRESETS: dict[str, Preset] = {
                             sac=SACConfig(learning_rate=1e-3, buffer_size=1200, learning_starts=100, batch_size=64,
                                           gamma=0.98, gradient_steps=2, net_arch=(64, 64)),
                             build_time="10-20 seconds"),
-    "hopper": Preset("Hopper-v5", **_MUJOCO, build_time="about 3.5 hours on a free CPU core (extrapolated)"),
-    "halfcheetah": Preset("HalfCheetah-v5", **_MUJOCO, build_time="about 3.5 hours on a free CPU core (extrapolated)"),
-    "walker2d": Preset("Walker2d-v5", **_MUJOCO, build_time="about 3.5 hours on a free CPU core (extrapolated)"),
+    "hopper": Preset("Hopper-v5", **_MUJOCO, stop_return=_D4RL_EXPERT["hopper"],
+                     build_time="about an hour on the 2-core CPU"),
+    "halfcheetah": Preset("HalfCheetah-v5", **_MUJOCO, stop_return=_D4RL_EXPERT["halfcheetah"],
+                          build_time="about an hour and a half on the 2-core CPU (estimated)"),
+    "walker2d": Preset("Walker2d-v5", **_MUJOCO, stop_return=_D4RL_EXPERT["walker2d"],
+                       build_time="about an hour and a half on the 2-core CPU (estimated)"),
 }
 
 # settings for an env given with --env that no preset covers
@@ -294,6 +307,7 @@ def _make_recorder(cfg: Preset, seed: int):
             self.trunc = np.zeros(n, dtype=bool)
             self.final_obs: dict[int, np.ndarray] = {}  # step index -> last obs of an episode
             self.snapshots: list[dict] = []
+            self.stopped_early = False
             self.ep_returns: list[float] = []
             self._ret = 0.0
             self._t_last, self._n_last = time.time(), 0
@@ -318,6 +332,11 @@ def _make_recorder(cfg: Preset, seed: int):
                 self._snapshot(t)
             if snap or t % cfg.log_every == 0:
                 self._log(t)
+            if snap and cfg.stop_return is not None and self.snapshots[-1]["returns"].mean() >= cfg.stop_return:
+                self.stopped_early = t < cfg.sac_steps
+                print(f"[sac] snapshot at step {t} reached the stop return {cfg.stop_return}: training ends here",
+                      flush=True)
+                return False  # SB3 stops learn() when a callback returns False
             return True
 
         def _snapshot(self, t: int) -> None:
@@ -366,31 +385,33 @@ def _train(cfg: Preset, seed: int):
 
 
 def _training_episodes(rec, cutoff: int, seed: int) -> list[Episode]:
-    """The first `cutoff` training transitions as episodes; the one running at the cutoff ends
-    truncated there."""
+    """The training episodes that ended within the first `cutoff` env steps. The episode still running
+    at the cutoff is left out: its return would pass for a whole episode's (DT's target, IQL's reward
+    scale and filtered BC all read episode returns)."""
     eps, start = [], 0
     for i in range(cutoff):
-        ended = bool(rec.term[i] or rec.trunc[i])
-        if ended or i == cutoff - 1:
-            last = rec.final_obs[i] if ended else rec.obs[i + 1]  # cutoff < sac_steps, so obs[i+1] exists
-            trunc = rec.trunc[start:i + 1].copy()
-            if not ended:
-                trunc[-1] = True
+        if rec.term[i] or rec.trunc[i]:
             # SB3 seeds only the first reset of the training env
-            eps.append(Episode(np.concatenate([rec.obs[start:i + 1], last[None]]), rec.act[start:i + 1].copy(),
-                               rec.rew[start:i + 1].copy(), rec.term[start:i + 1].copy(), trunc,
+            eps.append(Episode(np.concatenate([rec.obs[start:i + 1], rec.final_obs[i][None]]),
+                               rec.act[start:i + 1].copy(), rec.rew[start:i + 1].copy(),
+                               rec.term[start:i + 1].copy(), rec.trunc[start:i + 1].copy(),
                                seed=seed if start == 0 else None))
             start = i + 1
+    if not eps:
+        raise DatasetBuildError(f"no training episode ended within the first {cutoff} env steps, so "
+                                "medium-replay would be empty: use a smaller --snapshot-every")
     return eps
 
 
 def _pick_medium(snapshots: list[dict], ref_min: float, ref_max: float):
-    """Snapshot closest to MEDIUM_TARGET inside MEDIUM_BAND; if none lands there, the closest overall
-    (the caller warns). The final snapshot is the expert and never the medium one."""
+    """The first snapshot whose normalised score lies inside MEDIUM_BAND, as D4RL stopped at the first
+    policy that reached its medium level (medium-replay is then the replay up to that point). If none
+    lands there, the one closest to MEDIUM_TARGET (the caller warns). The final snapshot is the expert
+    and never the medium one."""
     cands = snapshots[:-1] or snapshots
     scores = [(s["returns"].mean() - ref_min) / (ref_max - ref_min) for s in cands]
     in_band = [j for j, sc in enumerate(scores) if MEDIUM_BAND[0] <= sc <= MEDIUM_BAND[1]]
-    j = min(in_band or range(len(cands)), key=lambda j: (abs(scores[j] - MEDIUM_TARGET), j))
+    j = in_band[0] if in_band else min(range(len(cands)), key=lambda j: (abs(scores[j] - MEDIUM_TARGET), j))
     return cands[j], float(scores[j]), bool(in_band)
 
 
@@ -587,14 +608,17 @@ def _make(cfg: Preset, name: str, seed: int, kinds: list[str], todo: list[str], 
     import stable_baselines3
 
     s = cfg.sac
+    stop_rule = (f"at most {cfg.sac_steps}" if cfg.stop_return is None else
+                 f"stopping at the first snapshot whose mean return reached {cfg.stop_return}, at most "
+                 f"{cfg.sac_steps}; {'stopped there' if rec.stopped_early else 'the cap came first'}")
     common = (
         f"Behaviour policy: Stable-Baselines3 {stable_baselines3.__version__} SAC (MlpPolicy {list(s.net_arch)}, "
         f"lr {s.learning_rate}, batch {s.batch_size}, {s.gradient_steps} gradient step(s) every {s.train_freq} env step(s), buffer {min(s.buffer_size, cfg.sac_steps)}, learning_starts "
         f"{s.learning_starts}, tau {s.tau}, gamma {s.gamma}, auto entropy), trained online on {cfg.env_id} for "
-        f"{cfg.sac_steps} env steps with seed {seed}; actor snapshots every {cfg.snapshot_every} steps, each "
-        f"scored on {cfg.snapshot_eval_episodes} episodes with stochastic actions. 'medium' = snapshot at step "
-        f"{medium['step']}, normalised score {medium_score:.3f} (target {MEDIUM_TARGET} within {band}"
-        f"{'' if in_band else '; NO snapshot landed in the band, this is the closest'}); 'expert' = the final "
+        f"{final['step']} env steps with seed {seed} ({stop_rule}); actor snapshots every {cfg.snapshot_every} steps, each "
+        f"scored on {cfg.snapshot_eval_episodes} episodes with stochastic actions. 'medium' = the first snapshot "
+        f"scoring inside {band} of the expert: step {medium['step']}, normalised score {medium_score:.3f}"
+        f"{'' if in_band else f' (NO snapshot landed in the band; this is the closest to {MEDIUM_TARGET})'}; 'expert' = the final "
         f"policy at step {final['step']}. ref_min_score = mean return of the uniform random policy over "
         f"{cfg.ref_episodes} episodes ({ref_min:.2f}); ref_max_score = mean return of the expert policy with "
         f"stochastic actions over {cfg.ref_episodes} episodes ({ref_max:.2f}). Data collected with stochastic "
@@ -604,11 +628,11 @@ def _make(cfg: Preset, name: str, seed: int, kinds: list[str], todo: list[str], 
     what = {
         "random": ("uniform random policy", "uniform random actions"),
         "medium": (f"SB3-SAC snapshot at step {medium['step']}", "the medium snapshot's stochastic actions"),
-        "medium-replay": (f"SB3-SAC training replay, steps 1-{medium['step']}",
-                          f"every transition SAC experienced during training up to the medium snapshot "
-                          f"(step {medium['step']}), in order; the episode running at the cutoff is stored "
-                          "truncated there; only the first episode has a recorded seed (SB3 seeds only the "
-                          "first reset)"),
+        "medium-replay": (f"SB3-SAC training replay, episodes ended by step {medium['step']}",
+                          f"every episode SAC completed during training up to the medium snapshot "
+                          f"(step {medium['step']}), in order; the episode still running at that step is left "
+                          "out, so every episode is whole; only the first episode has a recorded seed (SB3 "
+                          "seeds only the first reset)"),
         "expert": (f"SB3-SAC final policy at step {final['step']}", "the expert's stochastic actions"),
         "medium-expert": (f"SB3-SAC snapshot at step {medium['step']} + final policy at step {final['step']}",
                           "the medium episodes followed by the expert episodes"),
@@ -725,6 +749,9 @@ def resolve(args: Args) -> tuple[Preset, str]:
               "num_envs"):
         if getattr(cfg, f) < 1:
             raise DatasetBuildError(f"--{f.replace('_', '-')} must be at least 1, got {getattr(cfg, f)}")
+    if cfg.sac_steps % cfg.sac.train_freq:
+        raise DatasetBuildError(f"--sac-steps ({cfg.sac_steps}) must be a multiple of SAC's train_freq "
+                                f"({cfg.sac.train_freq}): SB3 runs whole rounds of {cfg.sac.train_freq} env steps")
     if cfg.snapshot_every >= cfg.sac_steps:
         raise DatasetBuildError(f"--snapshot-every ({cfg.snapshot_every}) must be below --sac-steps "
                                 f"({cfg.sac_steps}): the medium policy is an earlier snapshot")

@@ -14,7 +14,10 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 # threads per process were 5-25x slower (spinning OpenMP threads); the tests time nothing.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# The scripts under test: this repository's, or a student's copy when the grader (course/grade.py)
+# points OFFLINE_RL_ROOT at it. The same checks serve both.
+ROOT = Path(os.environ.get("OFFLINE_RL_ROOT", REPO)).resolve()
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gymnasium as gym  # noqa: E402
@@ -27,6 +30,14 @@ import testdata  # noqa: E402
 PENDULUM_EXPERT_ID = "test/pendulum/expert-v0"
 PENDULUM_MIXED_ID = "test/pendulum/mixed-v0"
 PENDULUM_RANDOM_ID = "test/pendulum/random-v0"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "exercise(name): a check of the course exercise `name` (course/exercises.py); "
+        "the grader runs these against a student's copy")
+    config.addinivalue_line(
+        "markers", "learning(script): the short learning check of `script`, which the grader reports")
 
 
 def pytest_sessionfinish(session, exitstatus):

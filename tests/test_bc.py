@@ -61,6 +61,38 @@ def test_capture_video_writes_evaluation_videos(pendulum_expert, run_dir):
     assert len(videos) == 1 and videos[0].stat().st_size > 1000  # one episode of the first env
 
 
+@pytest.mark.exercise("bc.bc_loss")
+def test_bc_loss_on_hand_values():
+    pred = torch.tensor([[1.0, 0.0], [0.5, -1.0]])
+    target = torch.tensor([[0.0, 0.0], [0.5, 1.0]])
+    # squared errors 1, 0, 0, 4: their mean over batch and action dimensions is 5 / 4
+    got = float(bc.bc_loss(pred, target))
+    assert got == pytest.approx(1.25), f"BC loss: for errors (1, 0) and (0, -2) expected 1.25, got {got:.4g}"
+    got = float(bc.bc_loss(target, target))
+    assert got == pytest.approx(0.0), f"BC loss: for pi(s) = a expected 0, got {got:.4g}"
+    pred = torch.zeros(3, 1, requires_grad=True)
+    bc.bc_loss(pred, torch.ones(3, 1)).backward()
+    assert pred.grad is not None and (pred.grad < 0).all(), \
+        "BC loss: its gradient must pull pi(s) towards the dataset's action a"
+
+
+def test_actor_squashes_scales_and_shifts_into_asymmetric_bounds():
+    low, high = torch.tensor([-1.0, 0.0]), torch.tensor([3.0, 0.5])
+    actor = bc.Actor(2, 2, 8, low, high)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.copy_(torch.tensor([0.5, -2.0]))
+    out = actor(torch.randn(4, 2))
+    # tanh(u) * (high - low) / 2 + (high + low) / 2, for the pre-activations u = (0.5, -2)
+    expected = torch.tanh(torch.tensor([0.5, -2.0])) * (high - low) / 2 + (high + low) / 2
+    torch.testing.assert_close(out, expected.expand(4, 2))
+    with torch.no_grad():  # huge pre-activations land inside the bounds, at the edges
+        actor.net[-1].bias.copy_(torch.tensor([50.0, -50.0]))
+    out = actor(torch.randn(4, 2))
+    torch.testing.assert_close(out, torch.tensor([3.0, 0.0]).expand(4, 2))
+
+
+@pytest.mark.learning("bc")
 def test_bc_learns_to_beat_random(pendulum_expert, run_dir):
     # The controller's data is normalised to 100, the random policy to 0: BC must get clearly above.
     out = run_script("bc.py", "--dataset-id", pendulum_expert, "--total-steps", 2000, "--eval-freq", 2000,

@@ -1,6 +1,9 @@
-"""iql.py: the loss terms on hand values, V learning the expectile, end to end, learning, bad input."""
+"""iql.py: each exercise on hand values, V learning the expectile, AWR, the order of the three updates
+and the target update, the reward scale, the policy's log-std range, end to end, learning, bad input."""
 
+import copy
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -8,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import iql
-from common.datasets import load_dataset
+from common.datasets import DatasetError, load_dataset
 from testdata import read_summary, run_script
 
 
@@ -25,7 +28,13 @@ def one_thread(monkeypatch):
 
 def make_iql(obs_dim=3, act_dim=1, **overrides):
     args = iql.Args(**overrides)
-    return iql.IQL(obs_dim, act_dim, args, -2.0 * torch.ones(act_dim), 2.0 * torch.ones(act_dim))
+    return iql.IQL(obs_dim, act_dim, args, -2.0 * torch.ones(act_dim), 2.0 * torch.ones(act_dim), "cpu")
+
+
+def reference_expectile_loss(u: torch.Tensor, tau: float) -> torch.Tensor:
+    """L2^tau(u) = |tau - 1(u < 0)| u^2, averaged: stands in for iql.expectile_loss in the checks of the
+    other exercises, so that each exercise is checked on its own."""
+    return ((tau - (u < 0).float()).abs() * u**2).mean()
 
 
 def numerical_expectile(x: np.ndarray, tau: float) -> float:
@@ -40,128 +49,269 @@ def numerical_expectile(x: np.ndarray, tau: float) -> float:
     return (lo + hi) / 2
 
 
-def test_expectile_loss_matches_the_formula_on_hand_values():
-    u = torch.tensor([-2.0, -0.5, 0.0, 1.0, 3.0])
-    # |0.7 - 1(u<0)| u^2 = 0.3*4, 0.3*0.25, 0.7*0, 0.7*1, 0.7*9; mean of the five
-    assert iql.expectile_loss(u, 0.7).item() == pytest.approx((1.2 + 0.075 + 0.0 + 0.7 + 6.3) / 5)
-    # Asymmetric: with tau = 0.9 an error of +1 (Q above V) costs 9 times one of -1.
-    assert iql.expectile_loss(torch.tensor([1.0]), 0.9).item() == pytest.approx(0.9)
-    assert iql.expectile_loss(torch.tensor([-1.0]), 0.9).item() == pytest.approx(0.1)
-    assert iql.expectile_loss(torch.tensor([-1.0]), 0.1).item() == pytest.approx(0.9)
-    # tau = 0.5 is half the squared error: plain mean regression.
-    u = torch.randn(100)
-    torch.testing.assert_close(iql.expectile_loss(u, 0.5), 0.5 * (u**2).mean())
+class StateFunction(nn.Module):
+    """A stand-in network whose output is a fixed function of the observation: f(s) = scale * s[:, 0]."""
+
+    def __init__(self, scale: float):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, obs):
+        return self.scale * obs[:, 0]
 
 
-class FixedQ(nn.Module):
-    """A stand-in target critic: Q(s, a) = a[0] (and a larger second head, so the min matters)."""
+class ConstantTwinQ(nn.Module):
+    """A stand-in pair of target critics that returns (value, value + 1) whatever (s, a)."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
 
     def forward(self, obs, actions):
-        return actions[:, 0], actions[:, 0] + 1.0
+        q = torch.full((obs.shape[0],), self.value)
+        return q, q + 1.0
 
 
-@pytest.mark.parametrize("tau", [0.9, 0.7, 0.5])
-def test_v_learns_the_expectile_of_q_over_dataset_actions(tau):
-    # Three states (one-hot); in each, Q(s, a) over the dataset's actions has a different distribution.
+# ---- exercise iql.expectile_loss ----
+
+@pytest.mark.exercise("iql.expectile_loss")
+def test_expectile_loss_on_hand_values():
+    for u, tau, expected in [(-1.0, 0.9, 0.1), (1.0, 0.9, 0.9), (-1.0, 0.1, 0.9), (2.0, 0.7, 2.8), (-2.0, 0.7, 1.2)]:
+        got = float(iql.expectile_loss(torch.tensor([u]), tau))
+        assert got == pytest.approx(expected), \
+            f"expectile loss: for u = {u}, tau = {tau} expected {expected} (|tau - 1(u < 0)| u^2), got {got:.4g}"
+    u = torch.tensor([-2.0, -0.5, 0.0, 1.0, 3.0])
+    # 0.3 * 4, 0.3 * 0.25, 0.7 * 0, 0.7 * 1, 0.7 * 9, then the mean of the five
+    got = float(iql.expectile_loss(u, 0.7))
+    assert got == pytest.approx(1.655), \
+        f"expectile loss: for u = (-2, -0.5, 0, 1, 3), tau = 0.7 expected their mean 1.655, got {got:.4g}"
+    u = torch.linspace(-3.0, 2.0, 11)
+    got, expected = float(iql.expectile_loss(u, 0.5)), float(0.5 * (u**2).mean())
+    assert got == pytest.approx(expected), \
+        f"expectile loss: tau = 0.5 must be half the mean squared error, expected {expected:.4g}, got {got:.4g}"
+
+
+# ---- exercise iql.value_loss ----
+
+@pytest.mark.exercise("iql.value_loss")
+def test_value_loss_on_hand_values(monkeypatch):
+    monkeypatch.setattr(iql, "expectile_loss", reference_expectile_loss)
+    q_hat = torch.tensor([3.0, 0.0])
+    v = torch.tensor([1.0, 1.0], requires_grad=True)
+    # u = Q_hat - V = (2, -1): (0.9 * 4 + 0.1 * 1) / 2
+    loss = iql.value_loss(q_hat, v, 0.9)
+    got = float(loss.detach())
+    assert got == pytest.approx(1.85), (
+        f"value loss: for Q_hat = (3, 0), V = (1, 1), tau = 0.9 expected 1.85 (u = Q_hat - V = (2, -1)), "
+        f"got {got:.4g}" + (" (that is u = V - Q_hat)" if got == pytest.approx(0.65) else ""))
+    loss.backward()
+    # dL/dV = -2 |tau - 1(u < 0)| u / B: V below Q_hat is pulled up hard, V above it pushed down softly
+    assert v.grad is not None, "value loss: no gradient reaches V(s)"
+    torch.testing.assert_close(v.grad, torch.tensor([-1.8, 0.1]),
+                               msg=lambda m: f"value loss: gradient with respect to V expected (-1.8, 0.1); {m}")
+
+
+@pytest.mark.exercise("iql.value_loss")
+@pytest.mark.parametrize("tau", [0.9, 0.5])
+def test_v_learns_the_expectile_of_q_over_dataset_actions(tau, monkeypatch):
+    # Three states (one-hot); in each, Q_hat(s, a) over the dataset's actions has a different distribution.
+    monkeypatch.setattr(iql, "expectile_loss", reference_expectile_loss)
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    n = 300
+    n = 200
     qs = [rng.exponential(1.0, n), rng.uniform(-1.0, 1.0, n), np.where(rng.random(n) < 0.2, 5.0, 0.0)]
     obs = torch.eye(3).repeat_interleave(n, dim=0)
-    actions = torch.tensor(np.concatenate(qs), dtype=torch.float32)[:, None]
-    model = make_iql(obs_dim=3, act_dim=1, expectile=tau, hidden_dim=32)
-    model.qf_target = FixedQ()
-    opt = torch.optim.Adam(model.vf.parameters(), lr=3e-3)
-    zeros = torch.zeros(3 * n)
-    for _ in range(600):  # the total loss's gradient w.r.t. V's parameters is that of L_V alone
-        loss, _ = model.losses(obs, actions, zeros, obs, zeros)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    q_hat = torch.tensor(np.concatenate(qs), dtype=torch.float32)
+    model = make_iql(obs_dim=3, act_dim=1, expectile=tau, hidden_dim=32, learning_rate=3e-3)
+    for _ in range(500):
+        model.update_v(obs, q_hat)
     v = model.vf(torch.eye(3)).detach().numpy()
     for s in range(3):
         expected = numerical_expectile(qs[s], tau)
-        swapped = numerical_expectile(qs[s], 1 - tau)
-        assert v[s] == pytest.approx(expected, abs=0.03), (s, v[s], expected)
-        if tau != 0.5:  # a swapped tau or a flipped sign lands on the (1 - tau)-expectile, far away
-            assert abs(expected - swapped) > 0.3
-    if tau == 0.5:
-        np.testing.assert_allclose(v, [q.mean() for q in qs], atol=0.03)
+        assert v[s] == pytest.approx(expected, abs=0.05), (
+            f"value loss: V trained on it must reach the {tau}-expectile of Q over the data's actions in "
+            f"state {s}: expected {expected:.3f}, got {v[s]:.3f} (the {1 - tau:.1f}-expectile is "
+            f"{numerical_expectile(qs[s], 1 - tau):.3f})")
 
 
-def test_td_target_bootstraps_from_v_next_and_stops_only_at_terminations():
-    r, next_v = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0])
-    terminals = torch.tensor([0.0, 1.0, 0.0])
-    torch.testing.assert_close(iql.td_target(r, terminals, next_v, 0.9), torch.tensor([10.0, 2.0, 30.0]))
+# ---- exercise iql.q_loss ----
+
+@pytest.mark.exercise("iql.q_loss")
+def test_q_loss_on_hand_values():
+    q1, q2 = torch.tensor([1.0, 2.0]), torch.tensor([0.0, 0.0])
+    r, next_v = torch.tensor([1.0, 1.0]), torch.tensor([10.0, 10.0])
+    d = torch.tensor([0.0, 1.0])
+    # y = r + 0.9 (1 - d) V(s') = (10, 1); Q1's errors 9, 1 and Q2's 10, 1: (81 + 1) / 2 + (100 + 1) / 2
+    got = float(iql.q_loss(q1, q2, r, d, next_v, 0.9))
+    assert got == pytest.approx(91.5), (
+        f"Q loss: for Q1 = (1, 2), Q2 = (0, 0), r = (1, 1), d = (0, 1), V(s') = (10, 10), gamma = 0.9 expected "
+        f"91.5 (targets y = (10, 1), the two critics' mean squared errors summed), got {got:.4g}")
+    one = dict(q1=torch.zeros(1), q2=torch.zeros(1), rewards=torch.tensor([1.0]), next_v=torch.tensor([10.0]),
+               gamma=0.9)
+    got = float(iql.q_loss(terminals=torch.tensor([1.0]), **one))
+    assert got == pytest.approx(2.0), \
+        f"Q loss: at a termination (d = 1) the target is r alone: for r = 1, Q1 = Q2 = 0 expected 2, got {got:.4g}"
+    got = float(iql.q_loss(terminals=torch.tensor([0.0]), **one))
+    assert got == pytest.approx(200.0), (
+        f"Q loss: without a termination (d = 0, a time-limit end included) the target is r + gamma V(s') = 10: "
+        f"for Q1 = Q2 = 0 expected 200, got {got:.4g}")
 
 
-def test_q_loss_uses_v_of_next_obs_and_the_terminal_mask(pendulum_expert):
+@pytest.mark.exercise("iql.q_loss")
+def test_q_step_bootstraps_from_v_at_next_state_and_stops_only_at_terminations():
+    # V(s) = 10 s_0 and the target critics give 1000 everywhere: a target built from Q_hat, from V(s) or
+    # without the mask lands far from the right one. s_0 = 1 at s, 2 at s', so V(s) = 10, V(s') = 20.
     torch.manual_seed(0)
-    data = load_dataset(pendulum_expert, "cpu", verbose=False)
-    # The last transition of every episode is a truncation (time limit), never a termination.
-    last = data.episode_starts + data.episode_lengths - 1
-    assert data.truncations[last].eq(1).all() and data.terminals.eq(0).all()
-    model = make_iql(discount=0.9)
-    idx = torch.cat([last[:4], last[:4] - 7])
-    s, a, r = data.normalize_obs(data.observations[idx]), data.actions[idx], data.rewards[idx]
-    s2 = data.normalize_obs(data.next_observations[idx])
-    terminals = torch.tensor([1.0, 0.0] * 4)  # pretend half of them terminated
-    _, metrics = model.losses(s, a, r, s2, terminals)
+    model = make_iql(obs_dim=2, act_dim=1, gamma=0.5)
+    model.vf, model.qf_target = StateFunction(10.0), ConstantTwinQ(1000.0)
+    obs = torch.tensor([[1.0, 0.0]] * 4)
+    next_obs = torch.tensor([[2.0, 0.0]] * 4)
+    actions = torch.tensor([[0.5], [-0.5], [1.0], [0.0]])
+    rewards = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # the last transition ends its episode at the time limit: truncated, so d = 0 and it bootstraps
+    terminals = torch.tensor([0.0, 1.0, 0.0, 0.0])
     with torch.no_grad():
-        q1, q2 = model.qf(s, a)
-        y = r + 0.9 * (1 - terminals) * model.vf(s2)  # V(s'), masked where done = 1
-        y_wrong = r + 0.9 * (1 - terminals) * model.vf(s)
-    expected = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
-    torch.testing.assert_close(metrics["losses/q_loss"], expected)
-    assert not torch.allclose(expected, ((q1 - y_wrong) ** 2).mean() + ((q2 - y_wrong) ** 2).mean())
+        q1, q2 = model.qf(obs, actions)
+    loss, _ = model.update_q(obs, actions, rewards, next_obs, terminals)
+    y = torch.tensor([1.0 + 0.5 * 20, 2.0, 3.0 + 0.5 * 20, 4.0 + 0.5 * 20])
+    expected = float(((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean())
+    assert float(loss) == pytest.approx(expected, rel=1e-5), (
+        f"Q step: with y = r + gamma (1 - d) V(s') = (11, 2, 13, 14) expected loss {expected:.4g}, got "
+        f"{float(loss):.4g}")
 
 
-def test_awr_weights_are_clipped_at_max_weight():
-    adv = torch.tensor([-1.0, 0.0, 1.0, 2.0, 100.0])
-    w = iql.awr_weights(adv, 3.0, 100.0)
-    torch.testing.assert_close(w, torch.tensor([math.exp(-3), 1.0, math.exp(3), 100.0, 100.0]))
-    # Through the loss: advantages far above log(100)/beta give weight 100 and a clipped fraction of 1.
-    model = make_iql(obs_dim=3, act_dim=1)
-    model.qf_target = FixedQ()
-    obs, actions = torch.zeros(8, 3), torch.full((8, 1), 1.9)
-    with torch.no_grad():
-        model.vf.net[-1].bias.fill_(-1000.0)
-    _, m = model.losses(obs, actions, torch.zeros(8), obs, torch.zeros(8))
-    assert m["values/awr_weight_max"].item() == 100.0 and m["values/awr_weight_mean"].item() == 100.0
-    assert m["values/awr_weight_clipped_frac"].item() == 1.0
-    expected = -(100.0 * model.actor.log_prob(obs, actions)).mean()
-    torch.testing.assert_close(m["losses/actor_loss"], expected)
+# ---- exercise iql.awr_actor_loss ----
+
+@pytest.mark.exercise("iql.awr_actor_loss")
+def test_awr_actor_loss_on_hand_values():
+    advantage = torch.tensor([0.0, math.log(2.0) / 3.0, 10.0])
+    log_prob = torch.tensor([-1.0, -2.0, -3.0], requires_grad=True)
+    # weights exp(3 A) = (1, 2, e^30), clipped at 100: -(1 * -1 + 2 * -2 + 100 * -3) / 3
+    loss = iql.awr_actor_loss(advantage, log_prob, 3.0, 100.0)
+    got = float(loss.detach())
+    assert got == pytest.approx(305.0 / 3.0), (
+        f"AWR loss: for A = (0, ln 2 / 3, 10), log pi = (-1, -2, -3), beta = 3 expected 101.7 (weights "
+        f"exp(beta A) = (1, 2, e^30) clipped at 100 to (1, 2, 100), the mean of -w log pi), got {got:.4g}")
+    loss.backward()
+    torch.testing.assert_close(log_prob.grad, torch.tensor([-1.0, -2.0, -100.0]) / 3.0, msg=lambda m: (
+        f"AWR loss: its gradient with respect to log pi must be -w / B = -(1, 2, 100) / 3; {m}"))
+    got = float(iql.awr_actor_loss(torch.tensor([5.0, -5.0]), torch.tensor([-1.0, -3.0]), 0.0, 100.0))
+    assert got == pytest.approx(2.0), \
+        f"AWR loss: with beta = 0 every weight is 1 (behaviour cloning): expected -mean(log pi) = 2, got {got:.4g}"
 
 
+@pytest.mark.exercise("iql.awr_actor_loss")
 def test_awr_moves_the_policy_towards_actions_with_higher_advantage():
-    # One state, dataset actions uniform on [-2, 2], Q(s, a) = a. BC would learn the mean action 0;
-    # AWR weights each action by exp(beta (a - V)), a weighted mean near 2 - 1/beta = 1.67.
+    # One state, dataset actions uniform on [-2, 2], Q_hat(s, a) = a and V(s) = 2, so A = a - 2 <= 0 and
+    # no weight is clipped. BC would learn the mean action 0; AWR the mean weighted by exp(3 (a - 2)),
+    # near 2 - 1/3 = 1.67.
     torch.manual_seed(0)
-    model = make_iql(obs_dim=3, act_dim=1, hidden_dim=32)
-    model.qf_target = FixedQ()
+    model = make_iql(obs_dim=3, act_dim=1, hidden_dim=32, learning_rate=3e-3, total_steps=10**6)
     obs, actions = torch.zeros(256, 3), torch.linspace(-2, 2, 256)[:, None]
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    zeros = torch.zeros(256)
+    advantage = actions[:, 0] - 2.0
     for _ in range(250):
-        loss, _ = model.losses(obs, actions, zeros, obs, zeros)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        model.update_actor(obs, actions, advantage)
     mean = model.actor(obs[:1]).item()
-    assert 1.4 < mean < 1.9, mean
+    assert 1.45 < mean < 1.85, (f"AWR: with Q_hat(s, a) = a, V(s) = 2, beta = 3 the policy's mean action must "
+                                f"move to the weighted mean of the data's actions, about 1.67; got {mean:.3f}")
 
 
-def test_gaussian_log_prob_matches_torch_normal():
+# ---- the rest of the update (no exercise) ----
+
+def test_polyak_update_moves_the_target_towards_the_online_network():
+    online = [torch.tensor([1.0, 2.0]), torch.tensor([[3.0]])]
+    target = [torch.tensor([5.0, -2.0]), torch.tensor([[0.0]])]
+    iql.polyak_update(target, online, 0.25)
+    # theta_hat <- 0.75 theta_hat + 0.25 theta
+    expected = "expected 0.75 x target + 0.25 x online = (4, -1) and 0.75"
+    torch.testing.assert_close(target[0], torch.tensor([4.0, -1.0]), msg=lambda m: f"Polyak update: {expected}; {m}")
+    torch.testing.assert_close(target[1], torch.tensor([[0.75]]), msg=lambda m: f"Polyak update: {expected}; {m}")
+    torch.testing.assert_close(online[0], torch.tensor([1.0, 2.0]), msg="the online network must not move")
+    torch.testing.assert_close(online[1], torch.tensor([[3.0]]), msg="the online network must not move")
+
+
+def test_update_runs_v_then_q_and_its_target_then_pi():
     torch.manual_seed(0)
-    actor = iql.Actor(3, 2, 16, -torch.ones(2), 3 * torch.ones(2))
+    model = make_iql(obs_dim=3, act_dim=2, hidden_dim=16, gamma=0.9, tau=0.1, expectile=0.8, learning_rate=1e-2)
+    with torch.no_grad():  # target critics that differ from the online ones
+        for p in model.qf_target.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    before = copy.deepcopy({"vf": model.vf, "qf": model.qf, "qf_target": model.qf_target, "actor": model.actor})
+    obs, next_obs, actions = torch.randn(32, 3), torch.randn(32, 3), torch.rand(32, 2) * 4 - 2
+    rewards, terminals = torch.randn(32), (torch.rand(32) < 0.3).float()
+    metrics = model.update(obs, actions, rewards, next_obs, terminals)
+
     with torch.no_grad():
-        actor.log_std.copy_(torch.tensor([-0.5, 0.3]))
-    obs, actions = torch.randn(5, 3), torch.rand(5, 2) * 4 - 1
+        q_hat = torch.min(*before["qf_target"](obs, actions))  # the targets before this step's Polyak update
+        # 1. V's loss on the old V
+        expected_v = reference_expectile_loss(q_hat - before["vf"](obs), 0.8)
+        # 2. Q's loss on the old Q, the target from the V after its step
+        q1, q2 = before["qf"](obs, actions)
+        y = rewards + 0.9 * (1 - terminals) * model.vf(next_obs)
+        expected_q = ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
+        # 4. pi's loss on the old pi, the advantage from the values of step 1
+        w = torch.exp(3.0 * (q_hat - before["vf"](obs))).clamp(max=100.0)
+        expected_pi = -(w * before["actor"].log_prob(obs, actions)).mean()
+    torch.testing.assert_close(metrics["losses/value_loss"], expected_v, msg=lambda m: (
+        f"V's step: its loss must be L_V of V before the step against Q_hat of the target critics; {m}"))
+    torch.testing.assert_close(metrics["losses/q_loss"], expected_q, msg=lambda m: (
+        f"Q's step: its target must use V(s') after V's step, its loss the critics before theirs; {m}"))
+    torch.testing.assert_close(metrics["losses/actor_loss"], expected_pi, msg=lambda m: (
+        f"pi's step: its advantage must be Q_hat (before the Polyak step) minus V before V's step; {m}"))
+    # 3. theta_hat <- (1 - tau) theta_hat + tau theta, with the critics after their step
+    for old, new, online in zip(before["qf_target"].parameters(), model.qf_target.parameters(),
+                                model.qf.parameters()):
+        torch.testing.assert_close(new, 0.9 * old + 0.1 * online, msg=lambda m: (
+            f"target update: expected 0.9 x the old target + 0.1 x the critics after their step (tau = 0.1); {m}"))
+    for net in ("vf", "qf", "actor"):
+        moved = [not torch.equal(a, b) for a, b in zip(before[net].parameters(), getattr(model, net).parameters())]
+        assert any(moved), f"update: the network {net} did not take a step"
+
+
+def test_actor_learning_rate_follows_a_cosine_to_zero():
+    model = make_iql(total_steps=4)
+    obs, actions = torch.zeros(8, 3), torch.zeros(8, 1)
+    lrs = []
+    for _ in range(4):
+        lrs.append(model.actor_optimizer.param_groups[0]["lr"])
+        model.update(obs, actions, torch.zeros(8), obs, torch.zeros(8))
+    lrs.append(model.actor_optimizer.param_groups[0]["lr"])
+    # lr_t = 3e-4 (1 + cos(pi t / 4)) / 2
+    np.testing.assert_allclose(lrs, [3e-4 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(5)], atol=1e-12)
+    assert model.v_optimizer.param_groups[0]["lr"] == model.q_optimizer.param_groups[0]["lr"] == 3e-4
+
+
+def test_reward_scale_uses_the_time_limit_not_the_longest_episode():
+    # Episodes of 13-54 steps (random Hopper) in an env with a 1000-step limit: T = 1000, as the paper's x1000.
+    data = SimpleNamespace(episode_returns=torch.tensor([10.0, 30.0, 50.0]),
+                           episode_lengths=torch.tensor([13, 54, 30]), max_episode_steps=1000, num_episodes=3)
+    scale, shift = iql.reward_scaling(data, "locomotion")
+    assert (scale, shift) == (pytest.approx(1000 / 40), 0.0), \
+        f"reward scale: expected T / (max return - min return) = 1000 / 40 = 25, got {scale:.4g}"
+    data.max_episode_steps = None  # an env without a time limit: the longest episode stands in for T
+    scale, _ = iql.reward_scaling(data, "locomotion")
+    assert scale == pytest.approx(54 / 40), f"reward scale without a time limit: expected 54 / 40, got {scale:.4g}"
+    assert iql.reward_scaling(data, "antmaze") == (1.0, -1.0) and iql.reward_scaling(data, "none") == (1.0, 0.0)
+    data.episode_returns = torch.tensor([7.0, 7.0, 7.0])
+    with pytest.raises(DatasetError, match="different returns"):
+        iql.reward_scaling(data, "locomotion")
+
+
+def test_gaussian_log_prob_matches_torch_normal_with_log_std_clipped_to_paper_range():
+    torch.manual_seed(0)
+    actor = iql.Actor(3, 3, 16, -torch.ones(3), 3 * torch.ones(3))
+    obs, actions = torch.randn(5, 3), torch.rand(5, 3) * 4 - 1
     mean = actor(obs)
     assert (mean >= -1).all() and (mean <= 3).all()  # tanh-bounded to the action box
-    expected = torch.distributions.Normal(mean, actor.log_std.exp()).log_prob(actions).sum(-1)
-    torch.testing.assert_close(actor.log_prob(obs, actions), expected)
+    with torch.no_grad():  # -8 is clipped to -5 (the paper's learner.py), 3 to 2
+        actor.log_std.copy_(torch.tensor([-8.0, 0.3, 3.0]))
+    std = torch.tensor([-5.0, 0.3, 2.0]).exp()
+    expected = torch.distributions.Normal(mean, std).log_prob(actions).sum(-1)
+    torch.testing.assert_close(actor.log_prob(obs, actions), expected, msg=lambda m: (
+        f"log pi(a|s) must be the Gaussian's with log sigma clipped to [-5, 2]; {m}"))
 
+
+# ---- the script ----
 
 def test_end_to_end_checkpoint_reloads_with_same_actions(pendulum_expert, run_dir):
     out = run_script("iql.py", "--dataset-id", pendulum_expert, "--total-steps", 300, "--eval-freq", 150,
@@ -174,8 +324,10 @@ def test_end_to_end_checkpoint_reloads_with_same_actions(pendulum_expert, run_di
     assert "step 300/300" in out.stdout and "Rewards (locomotion)" in out.stdout
 
     ckpt = torch.load(run / "iql.pt", weights_only=True)
+    assert ckpt["algorithm"] == "iql"
     data = load_dataset(pendulum_expert, "cpu", verbose=False)
     spread = float(data.episode_returns.max() - data.episode_returns.min())
+    assert data.max_episode_steps == 200  # Pendulum-v1's time limit
     assert ckpt["reward_scale"] == pytest.approx(200 / spread) and summary["reward_scale"] == ckpt["reward_scale"]
     actor = iql.Actor(data.obs_dim, data.act_dim, ckpt["args"]["hidden_dim"], data.action_low, data.action_high)
     actor.load_state_dict(ckpt["actor"])
@@ -202,6 +354,7 @@ def test_deterministic_actor_and_antmaze_scaling_run(pendulum_expert, run_dir):
     assert math.isfinite(summary["final_normalized_score"])
 
 
+@pytest.mark.learning("iql")
 def test_iql_beats_bc_on_mixed_data(pendulum_mixed, run_dir):
     # Half the episodes are uniform-random, half a noisy controller. BC clones the mixture (bc.py on
     # this data: 34 final, 46 best over 10k steps); IQL's advantage weights must pick out the
@@ -213,13 +366,24 @@ def test_iql_beats_bc_on_mixed_data(pendulum_mixed, run_dir):
     assert summary["final_normalized_score"] > 55, summary
 
 
+def test_checkpoint_of_another_script_is_refused(tmp_path, run_dir):
+    path = tmp_path / "bc.pt"
+    torch.save({"algorithm": "bc", "actor": {}, "args": {}, "obs_mean": torch.zeros(3), "obs_std": torch.ones(3),
+                "eval_seeds": [1]}, path)
+    out = run_script("iql.py", "--eval-checkpoint", path, "--no-cuda", cwd=run_dir)
+    assert out.returncode != 0
+    assert "is a checkpoint of bc.py, not of iql.py" in out.stderr
+    assert not (run_dir / "runs").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--expectile", "1.0"], "--expectile must be in (0, 1) (got 1.0)"),
     (["--expectile", "0"], "--expectile must be in (0, 1) (got 0.0)"),
     (["--beta", "-1"], "--beta must be non-negative (got -1.0)"),
     (["--max-weight", "0"], "--max-weight must be positive (got 0.0)"),
     (["--tau", "0"], "--tau must be in (0, 1] (got 0.0)"),
-    (["--discount", "1.5"], "--discount must be in [0, 1] (got 1.5)"),
+    (["--gamma", "1.0"], "--gamma must be in [0, 1) (got 1.0)"),
+    (["--learning-rate", "0"], "--learning-rate must be positive (got 0.0)"),
     (["--batch-size", "0"], "--batch-size must be positive (got 0)"),
     (["--reward-scale", "mujoco"], "reward-scale"),
     (["--dataset-id", "nonsense"], "is not a Minari dataset id"),

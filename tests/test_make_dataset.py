@@ -2,6 +2,7 @@
 (never ~/.minari), then checked for content, reference scores, episode order, seeds, determinism,
 reuse, bad input and interrupted builds."""
 
+import dataclasses
 import json
 import os
 import re
@@ -79,10 +80,10 @@ def test_medium_expert_is_medium_then_expert(built):
 def test_medium_replay_is_the_training_stream_in_order(built):
     ds = minari.load_dataset(IDS["medium-replay"])
     cutoff = _result(ds)["medium_step"]
-    assert ds.total_steps == cutoff
     episodes = list(ds.iterate_episodes())
     lengths = [len(e.rewards) for e in episodes]
-    assert lengths[:-1] == [200] * (len(episodes) - 1) and 0 < lengths[-1] <= 200
+    # only whole episodes: every one runs to Pendulum's time limit, and they end by the medium step
+    assert lengths == [200] * len(episodes) and ds.total_steps == (cutoff // 200) * 200
     assert all(e.truncations[-1] and not e.truncations[:-1].any() and not e.terminations.any() for e in episodes)
     seeds = [m.get("seed") for m in ds.storage.get_episode_metadata(range(len(episodes)))]
     assert seeds[0] == 0 and all(s is None for s in seeds[1:])
@@ -231,3 +232,60 @@ def test_preset_for_dataset_id():
     for other in ("mujoco/hopper/medium-v0", "D4RL/pen/human-v2", "local/pendulum/medium-v1",
                   "local/pendulum/simple-v0", "local/unknown/medium-v0", "pendulum/medium-v0"):
         assert md.preset_for_dataset_id(other) is None
+
+
+def test_medium_replay_never_holds_a_cut_episode(built):
+    """pendulum-tiny's medium snapshot lies mid-episode (not a multiple of 200): the episode running
+    there must be left out, or its partial return would pass for an episode's return."""
+    ds = minari.load_dataset(IDS["medium-replay"])
+    assert _result(ds)["medium_step"] % 200 != 0  # the case this test is about
+    from common.datasets import load_dataset
+
+    data = load_dataset(IDS["medium-replay"], "cpu", verbose=False)
+    assert (data.episode_lengths == data.max_episode_steps).all()
+    full = [e.rewards.sum() for e in ds.iterate_episodes()]
+    np.testing.assert_allclose(data.episode_returns.numpy(), full, rtol=1e-5)
+
+
+def _snap(step, mean_return):
+    return {"step": step, "returns": np.array([mean_return])}
+
+
+def test_medium_is_the_first_snapshot_in_the_band():
+    # normalised scores with ref 0..100: 0.1, 0.35 (first in band), 0.40 (closest to 0.4), 0.9, final
+    snaps = [_snap(1, 10), _snap(2, 35), _snap(3, 40), _snap(4, 90), _snap(5, 100)]
+    medium, score, in_band = md._pick_medium(snaps, 0.0, 100.0)
+    assert medium["step"] == 2 and score == pytest.approx(0.35) and in_band
+    # none in the band: the closest to the target, flagged
+    snaps = [_snap(1, 10), _snap(2, 60), _snap(3, 100)]
+    medium, _, in_band = md._pick_medium(snaps, 0.0, 100.0)
+    assert medium["step"] == 2 and not in_band
+    # the final snapshot (the expert) is never the medium one, even when it alone is in the band
+    medium, _, _ = md._pick_medium([_snap(1, 0), _snap(2, 40)], 0.0, 100.0)
+    assert medium["step"] == 1
+
+
+def test_sac_steps_must_be_whole_rounds_of_train_freq(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    with pytest.raises(SystemExit) as e:  # rejected before SAC trains (the build would take minutes)
+        md.main(["--preset", "pendulum", "--sac-steps", "251"])
+    assert e.value.code == 2
+    assert "must be a multiple of SAC's train_freq (4)" in capsys.readouterr().err
+    assert not os.listdir(tmp_path)
+
+
+def test_sac_stops_at_the_stop_return():
+    cfg = dataclasses.replace(md.PRESETS["pendulum-tiny"], stop_return=-1e9)  # any snapshot reaches it
+    model, rec = md._train(cfg, seed=0)
+    assert [s["step"] for s in rec.snapshots] == [cfg.snapshot_every]
+    assert model.num_timesteps == cfg.snapshot_every and rec.stopped_early
+    cfg = dataclasses.replace(cfg, stop_return=None, sac_steps=300)
+    _, rec = md._train(cfg, seed=0)
+    assert [s["step"] for s in rec.snapshots] == [100, 200, 300] and not rec.stopped_early
+
+
+def test_mujoco_presets_stop_at_d4rl_expert_reference():
+    from common.datasets import D4RL_REFERENCE_SCORES
+
+    for name in ("hopper", "halfcheetah", "walker2d"):
+        assert md.PRESETS[name].stop_return == D4RL_REFERENCE_SCORES[name][1]

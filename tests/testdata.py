@@ -73,14 +73,16 @@ def random_pendulum_return(num_episodes=20, seed=123):
 
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+# the scripts under test (a student's copy when the grader sets OFFLINE_RL_ROOT; see conftest.py)
+ROOT = __import__("pathlib").Path(__import__("os").environ.get("OFFLINE_RL_ROOT", REPO)).resolve()
 
 
 def run_script(script, *args, cwd, timeout=600):
-    """Run `python <script> <args>` from the repo in `cwd` (its runs/ folder lands there)."""
+    """Run `python <script> <args>` from the scripts' root in `cwd` (its runs/ folder lands there)."""
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, check=False,
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=cwd, check=False,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -2,7 +2,7 @@
 
     python decision_transformer.py --eval-checkpoint runs/<run>/decision_transformer.pt \
         --target-returns -1200 -900 -600 -300 -150 0 200
-    python -m common.plot_dt_targets runs/*/summary.json --out docs/img/dt_targets.png
+    python docs/figures/plot_dt_targets.py runs/*/summary.json --out docs/img/dt_targets.png
 
 Reads the summary.json of `--eval-checkpoint` runs (their "per_target" entry); one line per
 checkpoint, the mean over episodes with its standard deviation as a band; the diagonal

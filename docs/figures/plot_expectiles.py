@@ -1,6 +1,6 @@
 """Draws docs/img/iql_expectiles.png: what an expectile is (docs/iql.md).
 
-    python -m common.plot_expectiles [--out docs/img/iql_expectiles.png]
+    python docs/figures/plot_expectiles.py [--out docs/img/iql_expectiles.png]
 
 Left: the asymmetric squared loss L2^tau(u) = |tau - 1(u < 0)| u^2 for several tau.
 Right: a sample of Q(s, a) over the actions a data set holds in one state, and its tau-expectiles:

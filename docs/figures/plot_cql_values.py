@@ -1,7 +1,7 @@
 """Plot what CQL's theory is about, from the TensorBoard logs of cql.py runs: the mean Q on dataset
 actions (values/q_data) against the dataset's Monte-Carlo return of the same states (values/mc_return).
 
-    python -m common.plot_cql_values runs/<alpha-0 run> runs/<alpha-5 run> --labels "alpha = 0" "alpha = 5" \
+    python docs/figures/plot_cql_values.py runs/<alpha-0 run> runs/<alpha-5 run> --labels "alpha = 0" "alpha = 5" \
         --out docs/img/cql_q_vs_mc.png
 
 Each run gets one colour: a solid line for Q(s, a) on dataset actions, a dashed one for the Monte-Carlo

@@ -1,0 +1,224 @@
+"""The sweep runner, against fake scripts (tiny files that behave like the real ones) and once against
+bc.py: every run done, resume, failures, Ctrl-C, the Ray launcher, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import testdata
+
+# benchmarks/ is the repository's, never a student's copy; the path goes again so that `import bc`
+# still finds the scripts under test.
+sys.path.insert(0, str(testdata.REPO))
+from benchmarks import report, sweep  # noqa: E402
+
+sys.path.remove(str(testdata.REPO))
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no network, ever
+
+# A stand-in for a training script: logs its call, then writes a summary.json as the real ones do.
+# A dataset id containing "bad" makes it fail, one containing "slow" makes it sleep first.
+FAKE = textwrap.dedent('''
+    import argparse, json, os, sys, time
+    from pathlib import Path
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset-id"); p.add_argument("--seed", type=int)
+    p.add_argument("--total-steps", type=int, default=100)
+    args = p.parse_args()
+    here = Path(__file__).resolve().parent
+    with open(here / "calls.txt", "a") as f:
+        f.write(f"{Path(__file__).stem} {args.dataset_id} {args.seed} {args.total_steps} {os.getcwd()} "
+                f"{os.environ['OMP_NUM_THREADS']}\\n")
+    run_dir = Path("runs") / f"{args.dataset_id.replace('/', '-')}__fake__{args.seed}__{int(time.time())}"
+    run_dir.mkdir(parents=True)
+    (run_dir / "events.out.tfevents.fake").write_text("x")
+    if "slow" in args.dataset_id:
+        (here / "slow.pid").write_text(str(os.getpid()))
+        time.sleep(600)
+    if "bad" in args.dataset_id:
+        print("\\n".join(f"line {i}" for i in range(100)))
+        sys.exit("error: this dataset is bad")
+    score = 10.0 * args.seed + len(args.dataset_id)
+    summary = {"algorithm": Path(__file__).stem, "dataset_id": args.dataset_id, "seed": args.seed,
+               "steps": args.total_steps, "final_normalized_score": score, "best_normalized_score": score + 1,
+               "final_return_mean": -100.0, "wall_time_s": 1.0, "sps": 100.0,
+               "eval_history": [[args.total_steps // 2, -150.0, score - 5], [args.total_steps, -100.0, score]]}
+    (run_dir / "summary.json.tmp").write_text(json.dumps(summary))
+    os.replace(run_dir / "summary.json.tmp", run_dir / "summary.json")
+''')
+
+
+@pytest.fixture
+def fake_root(tmp_path):
+    root = tmp_path / "scripts"
+    root.mkdir()
+    for name in ("bc.py", "iql.py"):
+        (root / name).write_text(FAKE)
+    return root
+
+
+def calls(root):
+    path = root / "calls.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def summaries(out):
+    return sorted(p.relative_to(out).as_posix() for p in Path(out).glob("*/*/*/runs/*/summary.json"))
+
+
+def test_every_run_done_in_its_own_folder(fake_root, tmp_path):
+    out = tmp_path / "sweep"
+    rc = sweep.main(["--scripts", "bc", "iql", "--datasets", "d/a-v0", "d/b-v0", "--seeds", "0", "1",
+                     "--out", str(out), "--jobs", "2", "--scripts-root", str(fake_root),
+                     "--extra-args=--total-steps 50", "--script-args", 'iql=--total-steps 70'])
+    assert rc == 0, "a sweep with no failure should exit with status 0"
+    found = summaries(out)
+    assert len(found) == 8, f"expected 8 summaries (2 scripts x 2 datasets x 2 seeds), found {found}"
+    for line in calls(fake_root):
+        script, dataset, seed, steps, cwd, threads = line.split()
+        assert Path(cwd) == out / script / dataset.replace("/", "-") / f"seed{seed}", (
+            f"each run must work in DIR/<script>/<dataset>/seed<S>, this one ran in {cwd}")
+        assert steps == ("70" if script == "iql" else "50"), (
+            f"--extra-args go to every script and --script-args (after them) win: {script} got --total-steps {steps}")
+        assert threads == "1", f"each run should get one torch thread, got OMP_NUM_THREADS={threads}"
+    meta = json.loads((out / "iql" / "d-b-v0" / "seed1" / "run.json").read_text())
+    assert (meta["label"], meta["script"], meta["dataset_id"], meta["seed"]) == ("iql", "iql.py", "d/b-v0", 1), meta
+    history = json.loads((out / "sweep.json").read_text())["invocations"]
+    assert len(history) == 1 and history[0]["status"] == "finished" and history[0]["done"] == 8, history
+
+
+def test_resume_runs_only_what_is_missing(fake_root, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["--scripts", "bc", "--datasets", "d/a-v0", "--seeds", "0", "1", "2", "--out", str(out),
+            "--scripts-root", str(fake_root)]
+    assert sweep.main(argv) == 0
+    assert len(calls(fake_root)) == 3
+    # A run killed earlier left a folder without a summary: it is rerun from a clean folder.
+    runs = out / "bc" / "d-a-v0" / "seed1" / "runs"
+    victim = runs / "killed-run"
+    next(runs.iterdir()).rename(victim)
+    (victim / "summary.json").unlink()
+    t0 = time.time()
+    assert sweep.main(argv) == 0
+    assert time.time() - t0 < 10, "re-running a finished sweep should take seconds"
+    assert len(calls(fake_root)) == 4, f"only the run without a summary should run again, calls: {calls(fake_root)}"
+    assert calls(fake_root)[-1].split()[2] == "1", "the rerun should be seed 1, the one without a summary"
+    assert not victim.exists() and len(list(runs.iterdir())) == 1, (
+        "the stale run folder (no summary) should be removed before the rerun")
+    assert len(summaries(out)) == 3
+    history = json.loads((out / "sweep.json").read_text())["invocations"]
+    assert [h["already_done"] for h in history] == [0, 2], f"sweep.json should record each invocation: {history}"
+
+
+def test_a_failure_is_recorded_and_the_others_go_on(fake_root, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["--scripts", "bc", "iql", "--datasets", "d/bad-v0", "d/good-v0", "--seeds", "0", "--out", str(out),
+            "--jobs", "2", "--scripts-root", str(fake_root)]
+    assert sweep.main(argv) == 1, "a sweep with a failed run should exit with status 1"
+    assert len(summaries(out)) == 2, "the two runs on the good dataset should finish despite the failures"
+    records = sorted(p.name for p in (out / "failures").iterdir())
+    assert records == ["bc__d-bad-v0__seed0.log", "iql__d-bad-v0__seed0.log"], records
+    text = (out / "failures" / records[0]).read_text()
+    assert "error: this dataset is bad" in text and "line 99" in text and "line 60" not in text, (
+        "the failure record should hold the last ~30 lines of the run's output")
+    printed = capsys.readouterr().out
+    assert "FAILED: bc on d/bad-v0, seed 0" in printed and "2/4 runs done, 2 failed" in printed, printed
+    # A resume retries only the failed runs; they fail again.
+    assert sweep.main(argv) == 1
+    assert len(calls(fake_root)) == 6, "resume should retry the 2 failed runs only"
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["--scripts", "ppo"], "unknown script 'ppo'"),
+    (["--scripts", "bc", "--datasets"], "--datasets: give at least one dataset id"),
+    (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--script-args", "cql=--total-steps 5"], "'cql' is not among --scripts"),
+    (["--scripts", "bc", "awac"], "script 'awac': no file"),
+    (["--datasets", "local/pendulum/medium-v0"], "python -m common.make_dataset --preset pendulum"),
+])
+def test_bad_input_fails_before_anything_runs(fake_root, tmp_path, bad, message):
+    out = tmp_path / "sweep"
+    argv = ["--scripts", "bc", "--datasets", "d/a-v0", "--out", str(out), "--scripts-root", str(fake_root), *bad]
+    with pytest.raises(SystemExit) as e:
+        sweep.main(argv)
+    assert message in str(e.value), f"expected an error saying {message!r}, got {e.value}"
+    assert not out.exists() and not calls(fake_root), "nothing may be made or run on bad input"
+
+
+def test_ray_launcher_without_ray_says_what_to_install(fake_root, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    with pytest.raises(SystemExit, match="pip install -r requirements-cluster.txt"):
+        sweep.main(["--scripts", "bc", "--datasets", "d/a-v0", "--out", str(tmp_path / "s"),
+                    "--scripts-root", str(fake_root), "--launcher", "ray"])
+
+
+@pytest.mark.parametrize("launcher, sig", [("local", signal.SIGINT), ("ray", signal.SIGINT), ("ray", signal.SIGTERM)])
+def test_ctrl_c_kills_the_runs_and_keeps_the_finished_ones(fake_root, tmp_path, launcher, sig):
+    if launcher == "ray":
+        pytest.importorskip("ray", reason="pip install -r requirements-cluster.txt")
+    out = tmp_path / "sweep"
+    argv = [sys.executable, "-m", "benchmarks.sweep", "--scripts", "bc", "--datasets", "d/fast-v0", "d/slow-v0",
+            "--seeds", "0", "--jobs", "2", "--out", str(out), "--scripts-root", str(fake_root), "--launcher", launcher]
+    sweeper = subprocess.Popen(argv, cwd=testdata.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ((fake_root / "slow.pid").exists() and summaries(out)) and time.time() < deadline:
+            time.sleep(0.1)
+        slow = int((fake_root / "slow.pid").read_text())
+        t0 = time.time()
+        sweeper.send_signal(sig)
+        printed, _ = sweeper.communicate(timeout=180)
+    finally:
+        if sweeper.poll() is None:  # the test failed before the sweep stopped: leave nothing running
+            sweeper.kill()
+            sweeper.communicate()
+    assert sweeper.returncode == 130, f"an interrupted sweep should exit with status 130:\n{printed}"
+    # the slow run sleeps 600 s: stopping well before that means it was killed, not waited for
+    assert time.time() - t0 < 60, f"the sweep should stop within seconds, took {time.time() - t0:.0f} s"
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):
+        os.kill(slow, 0)  # the running run was killed, not left behind
+    assert [p.split("/runs/")[0] for p in summaries(out)] == ["bc/d-fast-v0/seed0"], (
+        "the finished run is kept, the killed one left no summary")
+    assert "Interrupted: 1/2 runs done" in printed, printed
+    assert not (out / "failures").exists(), "a run killed by Ctrl-C is not a failure"
+    history = json.loads((out / "sweep.json").read_text())["invocations"]
+    assert history[-1]["status"] == "interrupted", history
+
+
+def test_ray_launcher_on_a_local_ray(fake_root, tmp_path):
+    ray = pytest.importorskip("ray", reason="pip install -r requirements-cluster.txt")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "sweep"
+        argv = ["--scripts", "bc", "iql", "--datasets", "d/a-v0", "d/bad-v0", "--seeds", "0", "1", "--out", str(out),
+                "--scripts-root", str(fake_root), "--launcher", "ray", "--cpus-per-run", "1"]
+        assert sweep.main(argv) == 1, "the runs on d/bad-v0 fail"
+        assert len(summaries(out)) == 4, "every run on the good dataset should finish on Ray"
+        assert len(list((out / "failures").iterdir())) == 4, "every failed Ray run should leave a failure record"
+        assert sweep.main(argv) == 1
+        assert len(calls(fake_root)) == 12, "a resume on Ray reruns only the 4 failed runs"
+    finally:
+        ray.shutdown()
+
+
+def test_sweep_of_the_real_bc(pendulum_expert, tmp_path):
+    out = tmp_path / "sweep"
+    rc = sweep.main(["--scripts", "bc", "--datasets", pendulum_expert, "--seeds", "3", "--out", str(out),
+                     "--scripts-root", str(testdata.ROOT),
+                     "--extra-args=--total-steps 200 --eval-freq 100 --eval-episodes 2 --no-cuda"])
+    assert rc == 0, (out / "failures").iterdir() if (out / "failures").exists() else "bc.py failed"
+    (path,) = summaries(out)
+    summary = json.loads((out / path).read_text())
+    assert (summary["algorithm"], summary["dataset_id"], summary["seed"], summary["steps"]) == (
+        "bc", pendulum_expert, 3, 200), summary
+    assert [row[0] for row in summary["eval_history"]] == [100, 200], summary["eval_history"]
+    # the report reads the real summary format
+    text = report.page(report.find_runs([str(out)]), [str(out)], str(tmp_path / "r.md"), str(tmp_path / "img"))
+    assert f"| `{pendulum_expert}` | bc | 1 | 200 | {summary['final_normalized_score']:.1f} |" in text, text
