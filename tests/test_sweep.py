@@ -165,7 +165,10 @@ def test_ctrl_c_kills_the_runs_and_keeps_the_finished_ones(fake_root, tmp_path, 
     out = tmp_path / "sweep"
     argv = [sys.executable, "-m", "benchmarks.sweep", "--scripts", "bc", "--datasets", "d/fast-v0", "d/slow-v0",
             "--seeds", "0", "--jobs", "2", "--out", str(out), "--scripts-root", str(fake_root), "--launcher", launcher]
-    sweeper = subprocess.Popen(argv, cwd=testdata.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # a shell that starts pytest in the background makes it ignore SIGINT, and children inherit that:
+    # give the sweep the default handler, as a terminal would
+    sweeper = subprocess.Popen(argv, cwd=testdata.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while not ((fake_root / "slow.pid").exists() and summaries(out)) and time.time() < deadline:
