@@ -7,7 +7,7 @@ interleaved, round after round, and the medians are reported: the CPU may be sha
 are noisy. `--clock cpu` divides by the process's CPU time instead of the wall clock: with
 `--threads 1` that is the step rate the process would have on a core of its own, little moved by other
 jobs on the machine. Compare variants timed in the same run; the fixed d3rlpy figure printed without
---d3rlpy (75 steps/s) is a wall-clock one at 2 threads.
+--d3rlpy (75 steps/s) is a wall-clock one at 2 threads, from the project's issues.
 
 - iql:  iql.IQL.update, exactly what iql.py's main loop runs: V's step, Q's step, the Polyak update,
         pi's step (three backward passes, three fused Adams, the actor's cosine schedule), the metrics
@@ -30,7 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import iql  # noqa: E402
 
 OBS_DIM, ACT_DIM, N = 11, 3, 100_000
-D3RLPY_SPS = 75  # d3rlpy 2.8.1's IQL, same shapes, batch 256, 2 threads, wall clock, the project's quiet 2-core CPU
+# d3rlpy 2.8.1's IQL as the project's issues give it (same shapes, batch 256, 2 threads, wall clock); timed
+# beside ours with --d3rlpy it ran faster (docs/iql.md, Speed): prefer that comparison
+D3RLPY_SPS = 75
 
 
 def make_data():
@@ -140,4 +142,5 @@ if __name__ == "__main__":
         ratios = [a / b for a, b in zip(results["iql"], results["d3rlpy"])]
         print(f"iql / d3rlpy = {med['iql'] / med['d3rlpy']:.2f}x (per round: {min(ratios):.2f}-{max(ratios):.2f}x)")
     elif cli.clock == "wall" and cli.threads == 2:  # the conditions of d3rlpy's figure
-        print(f"iql / {D3RLPY_SPS} (d3rlpy 2.8.1, measured on a quiet machine) = {med['iql'] / D3RLPY_SPS:.2f}x")
+        print(f"iql / {D3RLPY_SPS} (d3rlpy 2.8.1's figure in the issues; --d3rlpy times it beside) = "
+              f"{med['iql'] / D3RLPY_SPS:.2f}x")
