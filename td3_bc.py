@@ -24,6 +24,7 @@ Run `python td3_bc.py --help` for the flags; docs/td3_bc.md maps the objective t
 """
 
 import copy
+import ctypes
 import json
 import math
 import os
@@ -76,6 +77,8 @@ class Args:
     """evaluate every this many gradient steps"""
     eval_episodes: int = 10
     """episodes per evaluation, run side by side in a vector env"""
+    eval_env_kwargs: Optional[str] = None
+    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass)"""
 
     # Algorithm-specific arguments
     learning_rate: float = 3e-4
@@ -112,6 +115,12 @@ def common_arg_errors(args) -> list[str]:
             errors.append(f"--gamma must be in [0, 1) (got {value})")
         if name == "tau" and value is not None and not 0.0 < value <= 1.0:
             errors.append(f"--tau must be in (0, 1] (got {value})")
+    if args.eval_env_kwargs is not None:
+        try:
+            if not isinstance(json.loads(args.eval_env_kwargs), dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            errors.append(f"--eval-env-kwargs must be a JSON object like '{{\"m\": 1.3}}' (got {args.eval_env_kwargs!r}: {e})")
     if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
         errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
     return errors
@@ -317,7 +326,7 @@ def evaluate(policy, data: OfflineDataset, seeds: list[int], device, video_dir: 
 
     def make(i):
         def thunk():
-            env = data.make_env(render_mode="rgb_array" if video_dir and i == 0 else None)
+            env = data.make_eval_env(render_mode="rgb_array" if video_dir and i == 0 else None)
             if video_dir and i == 0:
                 env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
             return env
@@ -377,6 +386,20 @@ def exit_on_unimplemented_exercise(exc_type, exc, tb) -> None:
         sys.__excepthook__(exc_type, exc, tb)
 
 
+def keep_freed_memory() -> bool:
+    """glibc only (elsewhere a no-op): keep freed blocks up to 32 MiB in the heap instead of handing them
+    back to the OS, which costs page faults when the next step asks for them again (docs/benchmarks.md).
+    The same as exporting MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824.
+    Returns whether both settings took."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # raises AttributeError where the C library is not glibc
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
+    return libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
+
+
 def score_text(returns, scores) -> str:
     text = f"return {returns.mean():.1f}"
     return text + (f" | normalized score {scores.mean():.1f}" if scores is not None else "")
@@ -384,6 +407,7 @@ def score_text(returns, scores) -> str:
 
 if __name__ == "__main__":
     sys.excepthook = exit_on_unimplemented_exercise
+    keep_freed_memory()
     args = tyro.cli(Args)
     check_args(args)
     if args.track:
@@ -406,6 +430,8 @@ if __name__ == "__main__":
         args.dataset_id = checkpoint["args"]["dataset_id"]
     try:
         data = load_dataset(args.dataset_id, device)
+        if args.eval_env_kwargs is not None:  # a dynamics-shift test: evaluation only, the data stay
+            data.set_eval_env_kwargs(json.loads(args.eval_env_kwargs))
     except DatasetError as e:
         sys.exit(f"error: {e}")
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import re
 import socket
 import time
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -72,7 +73,9 @@ class OfflineDataset:
     ref_max_score: Optional[float]
     ref_source: str  # "dataset", "D4RL reference", or "none" (raw returns only)
     max_episode_steps: Optional[int]  # the env's time limit (from the dataset's env spec), if it has one
-    make_env: Callable[..., gym.Env]  # make_env(render_mode=None) -> eval env with flat observations
+    make_env: Callable[..., gym.Env]  # make_env(render_mode=None, **overrides) -> the data's env, flat observations
+    # Evaluation-only changes of the env (--eval-env-kwargs), e.g. {"m": 1.3}: a dynamics-shift test.
+    eval_env_kwargs: dict = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -89,6 +92,26 @@ class OfflineDataset:
     @property
     def num_episodes(self) -> int:
         return self.episode_starts.shape[0]
+
+    def make_eval_env(self, render_mode: Optional[str] = None) -> gym.Env:
+        """The evaluation env: the data's env with `eval_env_kwargs` applied."""
+        return self.make_env(render_mode=render_mode, **self.eval_env_kwargs)
+
+    def set_eval_env_kwargs(self, overrides: dict) -> None:
+        """Evaluate in a changed env. Each key is an argument of the env's constructor (Hopper's
+        `reset_noise_scale`, Pendulum's `g`) or an attribute of the unwrapped env (Pendulum's `m`, `l`).
+        A key that is neither raises DatasetError here, before any training."""
+        try:
+            env = self.make_env(**overrides)
+            env.reset(seed=0)
+            env.step(env.action_space.sample())  # a value of the wrong type fails here, not mid-training
+            env.close()
+        except DatasetError:
+            raise
+        except Exception as e:
+            raise DatasetError(f"--eval-env-kwargs {overrides}: the env cannot run with them "
+                               f"({type(e).__name__}: {e})") from e
+        self.eval_env_kwargs = dict(overrides)
 
     def normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -217,6 +240,26 @@ def _open_minari(dataset_id: str, download: bool):
         raise DatasetError(_missing_dataset_message(dataset_id, f"download failed: {e}")) from e
 
 
+def _split_overrides(ds, overrides: dict) -> tuple[dict, dict]:
+    """Sort env overrides into constructor arguments and public attributes of the unwrapped env."""
+    if not overrides:
+        return {}, {}
+    env = ds.recover_environment(eval_env=True)
+    cls = type(env.unwrapped)
+    params = {name for name, p in inspect.signature(cls.__init__).parameters.items()
+              if name not in ("self", "render_mode") and p.kind is not p.VAR_KEYWORD and p.kind is not p.VAR_POSITIONAL}
+    public = {name for name in vars(env.unwrapped) if not name.startswith("_")}
+    env.close()
+    unknown = sorted(set(overrides) - params - public)
+    if unknown:
+        raise DatasetError(
+            f"--eval-env-kwargs: {', '.join(map(repr, unknown))} is neither an argument of {cls.__name__} "
+            f"nor one of its attributes; arguments: {', '.join(sorted(params)) or 'none'}; "
+            f"attributes: {', '.join(sorted(public)) or 'none'}")
+    constructor_args = {k: v for k, v in overrides.items() if k in params}
+    return constructor_args, {k: v for k, v in overrides.items() if k not in params}
+
+
 def load_dataset(
     dataset_id: str,
     device: torch.device | str = "cpu",
@@ -296,9 +339,12 @@ def load_dataset(
     spec = ds.env_spec
     max_episode_steps = int(spec.max_episode_steps) if spec is not None and spec.max_episode_steps else None
 
-    def make_env(render_mode: Optional[str] = None) -> gym.Env:
+    def make_env(render_mode: Optional[str] = None, **overrides) -> gym.Env:
         kwargs = {"render_mode": render_mode} if render_mode else {}
-        env = ds.recover_environment(eval_env=True, **kwargs)
+        constructor_args, attributes = _split_overrides(ds, overrides)
+        env = ds.recover_environment(eval_env=True, **kwargs, **constructor_args)
+        for name, value in attributes.items():
+            setattr(env.unwrapped, name, value)
         return FlattenDictObservation(env) if dict_obs else env
 
     low = np.broadcast_to(ds.action_space.low, ds.action_space.shape).reshape(-1)

@@ -39,6 +39,18 @@ def test_end_to_end_checkpoint_reloads_with_same_actions(pendulum_expert, run_di
     _, ev = read_summary(eval_dir)
     assert ev["normalized_score"] == pytest.approx(summary["final_normalized_score"], rel=1e-9)
 
+    # --eval-env-kwargs: with no torque at all the returns are the passive pendulum's, whatever the policy.
+    shift_dir = run_dir / "shift"
+    shift_dir.mkdir()
+    out = run_script("bc.py", "--eval-checkpoint", run / "bc.pt", "--eval-env-kwargs", '{"max_torque": 0.0}',
+                     "--no-cuda", cwd=shift_dir)
+    assert out.returncode == 0, out.stderr
+    _, shifted = read_summary(shift_dir)
+    data.set_eval_env_kwargs({"max_torque": 0.0})
+    passive, _ = bc.evaluate(lambda obs: torch.zeros(len(obs), 1), data, ckpt["eval_seeds"], "cpu")
+    np.testing.assert_allclose(shifted["returns"], passive, rtol=1e-6)
+    assert shifted["return_mean"] != pytest.approx(ev["return_mean"]), "the shifted env gave the unshifted returns"
+
 
 def test_same_seed_same_results(pendulum_expert, tmp_path):
     results = []

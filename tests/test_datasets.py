@@ -149,3 +149,16 @@ def test_the_tests_never_touch_home_minari():
     root = os.path.realpath(os.environ["MINARI_DATASETS_PATH"])
     assert root.startswith(os.path.realpath(tempfile.gettempdir()))
     assert not root.startswith(os.path.realpath(os.path.expanduser("~/.minari")))
+
+
+def test_eval_env_kwargs_change_the_evaluation_env_only(aligned_id):
+    data = load_dataset(aligned_id, "cpu", verbose=False)
+    data.set_eval_env_kwargs({"g": 12.0, "m": 1.5})  # g: a constructor argument; m: an attribute
+    shifted, plain = data.make_eval_env(), data.make_env()
+    assert (shifted.unwrapped.g, shifted.unwrapped.m) == (12.0, 1.5)
+    assert (plain.unwrapped.g, plain.unwrapped.m) == (10.0, 1.0), "the data's own env must stay unchanged"
+    with pytest.raises(DatasetError, match="'mass' is neither an argument of PendulumEnv"):
+        data.set_eval_env_kwargs({"mass": 2.0})
+    with pytest.raises(DatasetError, match="cannot run with them"):
+        data.set_eval_env_kwargs({"m": "heavy"})
+    assert data.eval_env_kwargs == {"g": 12.0, "m": 1.5}, "a refused change must leave the last good one"

@@ -215,7 +215,7 @@ class StubEnv(gym.Env):
 def stub_data(log):
     """What `evaluate` reads of a dataset, around StubEnv; observations normalised by mean (1, -1), std (2, 4)."""
     mean, std = torch.tensor([1.0, -1.0]), torch.tensor([2.0, 4.0])
-    return SimpleNamespace(obs_dim=2, act_dim=1, make_env=lambda render_mode=None: StubEnv(log),
+    return SimpleNamespace(obs_dim=2, act_dim=1, make_eval_env=lambda render_mode=None: StubEnv(log),
                            normalize_obs=lambda obs: (obs - mean) / std, normalized_score=lambda returns: None)
 
 

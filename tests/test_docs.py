@@ -59,3 +59,22 @@ def test_cited_lines_hold_the_named_code(page, script, row):
         held = "\n".join(lines[a - 1:b])
         assert any(n in held or n.split("(")[0] in held for n in names), (
             f"docs/{page}: {script} lines {a}-{b} hold none of {names} (have the lines moved?): {row}\n{held}")
+
+
+def test_relink_moves_references_with_their_lines():
+    import sys
+
+    sys.path.insert(0, str(REPO / "docs"))
+    import relink
+
+    old = ["a", "b", "c", "d"]
+    new = ["a", "new 1", "new 2", "b", "c", "d changed"]
+    mapping = relink.line_map(old, new)
+    assert mapping == {1: 1, 2: 4, 3: 5}, mapping
+    page = ("## From equation to code\n\n| term | `x.py` |\n| --- | --- |\n"
+            "| t | `b`, line 2; `c`, lines 2-3 |\n| u | `d`, line 4 |\n\n## Next\n| v | line 2 |\n")
+    problems = []
+    out = relink.relink_page(page, {"x.py": mapping}, problems, "p.md")
+    assert "| t | `b`, line 4; `c`, lines 4-5 |" in out, out
+    assert "| u | `d`, line 4 |" in out and len(problems) == 1, "a changed line must be reported, not moved"
+    assert "| v | line 2 |" in out, "only the equation-to-code tables are renumbered"

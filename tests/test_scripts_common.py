@@ -13,7 +13,7 @@ SCRIPTS = {"bc": "bc.py", "cql": "cql.py", "bcq": "bcq.py", "iql": "iql.py", "de
            "td3_bc": "td3_bc.py", "awac": "awac.py"}
 # GUIDE: these lines stand in every file and must stay identical (DT evaluates its own way)
 SHARED = ("common_arg_errors", "evaluation_seeds", "evaluate", "save_checkpoint", "load_checkpoint",
-          "write_summary", "exit_on_unimplemented_exercise", "score_text")
+          "write_summary", "exit_on_unimplemented_exercise", "keep_freed_memory", "score_text")
 
 
 def _functions(path: Path) -> dict:
@@ -84,3 +84,31 @@ def test_a_damaged_dataset_file_is_a_clear_error(stem, damaged_dataset, run_dir)
     assert "main_data.hdf5" in out.stderr and "download it again" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (run_dir / "runs").exists()
+
+
+def test_keep_freed_memory_sets_the_allocator_and_every_script_calls_it_first():
+    import bc
+
+    assert bc.keep_freed_memory(), "mallopt did not accept the thresholds on this glibc machine"
+    for stem, file in SCRIPTS.items():
+        tree = ast.parse((ROOT / file).read_text())
+        main = next(node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.dump(node.test))
+        calls = [ast.unparse(statement) for statement in main.body[:2]]
+        assert "keep_freed_memory()" in calls, f"{file}: keep_freed_memory() is not called at the start of __main__"
+
+
+@pytest.mark.parametrize("stem", SCRIPTS)
+def test_bad_eval_env_kwargs_are_refused_before_training(stem, pendulum_expert, run_dir):
+    out = run_script(SCRIPTS[stem], "--dataset-id", pendulum_expert, "--eval-env-kwargs", '{"mass": 2}',
+                     "--no-cuda", cwd=run_dir)
+    assert out.returncode != 0
+    assert "'mass' is neither an argument of PendulumEnv nor one of its attributes" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert not (run_dir / "runs").exists()
+
+
+def test_eval_env_kwargs_must_be_a_json_object(run_dir):
+    for text in ("m=2", "[1, 2]"):
+        out = run_script("bc.py", "--eval-env-kwargs", text, "--no-cuda", cwd=run_dir)
+        assert out.returncode != 0 and "--eval-env-kwargs must be a JSON object" in out.stderr, out.stderr[-2000:]
+        assert not (run_dir / "runs").exists()
