@@ -170,14 +170,27 @@ def _network_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _build_hint(dataset_id: str, force: bool = False) -> str:
+    """How the project builds a local dataset: the PointMaze stitching sets or a D4RL-style suite."""
+    parts = dataset_id.split("/")
+    again = " --force" if force else ""
+    if len(parts) == 3 and parts[0] == "local" and parts[1] == "pointmaze-stitch":
+        return f"build it with `python -m common.make_maze --kinds {parts[2].rsplit('-v', 1)[0]}{again}` (docs/overview.md)"
+    preset = parts[1] if len(parts) == 3 and parts[0] == "local" else "pendulum"
+    return (f"build it with `python -m common.make_dataset --preset {preset}{again}` (D4RL-style ids "
+            f"local/<env>/<random|medium|medium-replay|expert|medium-expert>-v0; see docs/datasets.md)")
+
+
 def _missing_dataset_message(dataset_id: str, why: str) -> str:
-    return (
-        f"Dataset '{dataset_id}' is not on this machine ({why}).\n"
+    remote = (
         f"  - A remote Minari dataset: on a machine with internet run `minari download {dataset_id}` "
         f"(needs `pip install \"minari[hf]\"`), then copy ~/.minari/datasets/{dataset_id} here "
         f"(or point MINARI_DATASETS_PATH at it).\n"
-        f"  - A local D4RL-style dataset: build it with `python -m common.make_dataset --preset pendulum` "
-        f"(ids local/<env>/<random|medium|medium-replay|expert|medium-expert>-v0; see docs/datasets.md).\n"
+    )
+    return (
+        f"Dataset '{dataset_id}' is not on this machine ({why}).\n"
+        + ("" if dataset_id.startswith("local/") else remote)
+        + f"  - A local dataset: {_build_hint(dataset_id)}.\n"
         f"  - Datasets on this machine: `minari list local`."
     )
 
@@ -195,8 +208,7 @@ def _damaged_dataset_message(dataset_id: str, error: Exception) -> str:
         where = f"the files of '{dataset_id}'"
     first = str(error).splitlines()[0] if str(error) else type(error).__name__
     if dataset_id.startswith("local/"):
-        how = (f"rebuild it: `python -m common.make_dataset --preset {dataset_id.split('/')[1]} --force` "
-               f"(or delete {Path(where).parents[1]} and run the script again)")
+        how = f"re{_build_hint(dataset_id, force=True)}, or delete {Path(where).parents[1]}"
     else:
         how = f"download it again: `minari download {dataset_id} --force` (on a machine with internet)"
     return f"Dataset '{dataset_id}' is damaged: cannot read {where} ({first}).\n  To fix it, {how}."

@@ -1,6 +1,6 @@
 """Renumber the line references of the docs' "From equation to code" tables after a script changed.
 
-    python docs/relink.py [--base HEAD]
+    python docs/relink.py [--base HEAD] [PAGE ...]     (default: every page under docs/)
 
 Each cited line of a script is looked up in the script as it was at `--base` (a git revision) and
 moved to where that same line stands in the working copy; a cited line that was deleted or rewritten
@@ -58,6 +58,7 @@ def relink_page(text: str, maps: dict, problems: list, page: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="HEAD", help="the git revision the references were written against")
+    parser.add_argument("pages", nargs="*", type=Path, help="the pages to renumber (default: all)")
     args = parser.parse_args()
     maps = {}
     for script in sorted(REPO.glob("*.py")):
@@ -65,12 +66,12 @@ def main() -> None:
         if old.returncode == 0:
             maps[script.name] = line_map(old.stdout.splitlines(), script.read_text().splitlines())
     problems = []
-    for page in sorted((REPO / "docs").glob("*.md")):
+    for page in args.pages or sorted((REPO / "docs").glob("*.md")):
         text = page.read_text()
         new = relink_page(text, maps, problems, page.name)
         if new != text:
             page.write_text(new)
-            print(f"renumbered docs/{page.name}")
+            print(f"renumbered {page}")
     for problem in problems:
         print("check by hand:", problem)
 

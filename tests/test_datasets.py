@@ -138,6 +138,13 @@ def test_unknown_dataset_id_says_how_to_get_it(monkeypatch):
         load_dataset("mujoco/nosuchenv/medium-v0", "cpu", download=False)
 
 
+def test_a_missing_local_set_names_the_builder_that_makes_it():
+    maze = datasets._missing_dataset_message("local/pointmaze-stitch/umaze-whole-v0", "x")
+    assert "python -m common.make_maze --kinds umaze-whole" in maze and "minari download" not in maze, maze
+    hopper = datasets._damaged_dataset_message("local/hopper/medium-v0", OSError("truncated"))
+    assert "python -m common.make_dataset --preset hopper --force" in hopper, hopper
+
+
 def test_malformed_id():
     with pytest.raises(DatasetError, match="is not a Minari dataset id"):
         load_dataset("hopper-medium", "cpu")
