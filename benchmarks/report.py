@@ -100,6 +100,18 @@ def find_runs(dirs: list[str]) -> list[Run]:
     return runs
 
 
+def suite(dataset_id: str) -> str:
+    """The environment a dataset belongs to (`local/hopper/medium-v0` -> `hopper`): scores are pooled
+    within a suite only, never across environments."""
+    parts = dataset_id.split("/")
+    return parts[1] if len(parts) == 3 else parts[0]
+
+
+def readings(dirs: list[str]) -> list[str]:
+    """The Markdown files at the top of each folder: the committed reading of its runs, shown verbatim."""
+    return [p.read_text().strip() for d in dirs for p in sorted(Path(d).glob("*.md"))]
+
+
 def label_order(labels) -> list[str]:
     return [x for x in ORDER if x in labels] + sorted(x for x in set(labels) if x not in ORDER)
 
@@ -176,7 +188,10 @@ def curve(runs: list[Run]):
 
 
 def figure_names(datasets: list[str]) -> dict[str, str]:
-    names = {"aggregates": "results_aggregates.png", "profile": "results_profile.png"}
+    names = {}
+    for name in sorted({suite(d) for d in datasets}):
+        names[("aggregates", name)] = f"results_aggregates_{name}.png"
+        names[("profile", name)] = f"results_profile_{name}.png"
     for d in datasets:
         names[d] = f"results_curves_{d.replace('/', '-')}.png"
     return names
@@ -207,6 +222,35 @@ def sweep_commands(dirs: list[str]) -> list[str]:
 
 def failures(dirs: list[str]) -> list[str]:
     return [p.stem for d in dirs for p in sorted(Path(d).rglob("failures/*.log"))]
+
+
+def aggregate_section(runs: list[Run], link: dict, name: str, command: str) -> list[str]:
+    """One environment's pooled table and figures."""
+    matrices, used, estimates = aggregates(runs)
+    if not matrices:
+        return ["No run has a normalised score.", ""]
+    lines = ["| script | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |", "| --- | --- | --- | --- | --- |"]
+    for label, scores in matrices.items():
+        point, ci = estimates[label]
+        cells = [f"{point[i]:.1f} [{ci[0][i]:.1f}, {ci[1][i]:.1f}]" for i in range(2)]
+        lines.append(f"| {label} | {len(used[label])} | {scores.shape[0]} | {cells[0]} | {cells[1]} |")
+    if len({tuple(v) for v in used.values()}) > 1:
+        lines += ["", "The scripts were run on different sets of datasets: compare their aggregates with care."]
+    lines += [
+        "",
+        f"![IQM and mean with 95% confidence intervals]({link[('aggregates', name)]})",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+        f"![Performance profiles]({link[('profile', name)]})",
+        "",
+        "Performance profile: the fraction of all runs (every dataset, every seed) whose final score exceeds",
+        "$\\tau$; shaded, its 95% confidence band. A curve above another is better at every threshold.",
+        "",
+        f"Regenerate: `{command}`",
+        "",
+    ]
+    return lines
 
 
 def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
@@ -285,41 +329,25 @@ def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
             "",
         ]
 
-    matrices, used, estimates = aggregates(runs)
-    lines += ["## Across datasets", ""]
-    if matrices:
-        lines += [
-            "Final normalised scores pooled over each script's datasets: the interquartile mean (IQM, the mean of",
-            "the middle 50% of all runs' scores) and the mean, with 95% stratified-bootstrap confidence intervals",
-            f"(rliable, Agarwal et al. 2021; {BOOTSTRAP_REPS:,} resamples of the seeds within each dataset, numpy",
-            f"seed {BOOTSTRAP_SEED}). A dataset contributes as many runs as the dataset with the fewest seeds.",
-            "",
-            "| script | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for label, scores in matrices.items():
-            point, ci = estimates[label]
-            cells = [f"{point[i]:.1f} [{ci[0][i]:.1f}, {ci[1][i]:.1f}]" for i in range(2)]
-            lines.append(f"| {label} | {len(used[label])} | {scores.shape[0]} | {cells[0]} | {cells[1]} |")
-        if len({tuple(v) for v in used.values()}) > 1:
-            lines += ["", "The scripts were run on different sets of datasets: compare their aggregates with care."]
-        lines += [
-            "",
-            f"![IQM and mean with 95% confidence intervals]({link['aggregates']})",
-            "",
-            f"Regenerate: `{command}`",
-            "",
-            f"![Performance profiles]({link['profile']})",
-            "",
-            "Performance profile: the fraction of all runs (every dataset, every seed) whose final score exceeds",
-            "$\\tau$; shaded, its 95% confidence band. A curve above another is better at every threshold.",
-            "",
-            f"Regenerate: `{command}`",
-            "",
-        ]
-    else:
-        lines += ["No run has a normalised score.", ""]
+    notes = readings(dirs)
+    if notes:
+        lines += ["## What the runs show", ""]
+        for note in notes:
+            lines += [note, ""]
 
+    lines += [
+        "## Across datasets",
+        "",
+        "Final normalised scores pooled over each script's datasets of one environment: the interquartile mean",
+        "(IQM, the mean of the middle 50% of all runs' scores) and the mean, with 95% stratified-bootstrap",
+        f"confidence intervals (rliable, Agarwal et al. 2021; {BOOTSTRAP_REPS:,} resamples of the seeds within",
+        f"each dataset, numpy seed {BOOTSTRAP_SEED}). A dataset contributes as many runs as the dataset with the",
+        "fewest seeds.",
+        "",
+    ]
+    for name in sorted({suite(d) for d in datasets}):
+        lines += [f"### {name}", ""]
+        lines += aggregate_section([r for r in runs if suite(r.dataset) == name], link, name, command)
     lines += ["## Learning curves", "",
               "Normalised score at each evaluation, mean over seeds, shaded ± one standard deviation.", ""]
     for dataset in datasets:
@@ -355,20 +383,24 @@ def draw(runs: list[Run], figures: str) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    matrices, _, estimates = aggregates(runs)
-    if matrices:
+    for name in sorted({suite(d) for d in datasets}):
+        matrices, _, estimates = aggregates([r for r in runs if suite(r.dataset) == name])
+        if not matrices:
+            continue
         labels = list(matrices)
+        every = label_order({r.label for r in runs})
+        color = {label: f"C{every.index(label)}" for label in labels}  # a script keeps its colour everywhere
         fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 + 0.45 * len(labels)), sharey=True, squeeze=False)
         for i, (ax, title) in enumerate(zip(axes[0], ("IQM", "mean"))):
             for y, label in enumerate(labels):
                 point, ci = estimates[label]
-                ax.plot([ci[0][i], ci[1][i]], [y, y], lw=6, alpha=0.5, color=f"C{y}", solid_capstyle="butt")
+                ax.plot([ci[0][i], ci[1][i]], [y, y], lw=6, alpha=0.5, color=color[label], solid_capstyle="butt")
                 ax.plot([point[i]], [y], "|", ms=14, mew=2, color="k")
-            ax.set_title(f"{title} (final normalised score)")
+            ax.set_title(f"{name}: {title} (final normalised score)")
             ax.set_yticks(range(len(labels)), labels)
             ax.set_ylim(len(labels) - 0.5, -0.5)  # first script on top
             ax.grid(axis="x", alpha=0.3)
-        save(fig, "aggregates")
+        save(fig, ("aggregates", name))
 
         everything = np.concatenate([m.ravel() for m in matrices.values()])
         taus = np.linspace(min(0.0, math.floor(everything.min())), max(100.0, math.ceil(everything.max())), 101)
@@ -377,15 +409,15 @@ def draw(runs: list[Run], figures: str) -> list[Path]:
         profiles = interval_estimates(matrices, lambda s: (s.reshape(-1, 1) > taus).mean(axis=0))
         assert np.allclose(profiles[labels[0]][0], rly.score_distributions(matrices[labels[0]], taus))
         fig, ax = plt.subplots(figsize=(6, 4))
-        for y, label in enumerate(labels):
+        for label in labels:
             point, ci = profiles[label]
-            ax.plot(taus, point, color=f"C{y}", label=label)
-            ax.fill_between(taus, ci[0], ci[1], color=f"C{y}", alpha=0.2)
+            ax.plot(taus, point, color=color[label], label=label)
+            ax.fill_between(taus, ci[0], ci[1], color=color[label], alpha=0.2)
         ax.set_xlabel(r"normalised score $\tau$")
         ax.set_ylabel(r"fraction of runs with score > $\tau$")
         ax.grid(alpha=0.3)
         ax.legend()
-        save(fig, "profile")
+        save(fig, ("profile", name))
 
     for dataset in datasets:
         here = [r for r in runs if r.dataset == dataset]
