@@ -7,7 +7,8 @@ Hopper-shaped random data (obs 11, act 3, 100k transitions), one process. Two se
 - default: bcq.py's defaults: batch 100, VAE 750x750 (latent 6), perturbation and critics 400x300,
            10 candidates per next state.
 - d3rlpy:  the setting of d3rlpy 2.8.1's BCQ we compare with: batch 256, every network 256x256,
-           100 candidates per next state.
+           100 candidates per next state (d3rlpy itself beside: python -m benchmarks.peers.compare
+           --algos bcq).
 
 For each, two variants, run interleaved round after round (the CPU may be shared, so single numbers
 are noisy; medians are reported):
@@ -158,5 +159,3 @@ if __name__ == "__main__":
               f"  | {statistics.median(faults[name]):7.0f} page faults per step")
     for name in cli.settings:
         print(f"{name}: bare / bcq = {med[name + '/bare'] / med[name + '/bcq']:.2f}x")
-    if "d3rlpy" in cli.settings:
-        print(f"d3rlpy setting: bcq / 5.5 steps/s (d3rlpy 2.8.1 on this machine) = {med['d3rlpy/bcq'] / 5.5:.2f}x")

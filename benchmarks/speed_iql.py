@@ -6,15 +6,17 @@ Hopper-shaped random data (obs 11, act 3, 100k transitions), batch 256, one proc
 interleaved, round after round, and the medians are reported: the CPU may be shared, so single numbers
 are noisy. `--clock cpu` divides by the process's CPU time instead of the wall clock: with
 `--threads 1` that is the step rate the process would have on a core of its own, little moved by other
-jobs on the machine. Compare variants timed in the same run; the fixed d3rlpy figure printed without
---d3rlpy (75 steps/s) is a wall-clock one at 2 threads, from the project's issues.
+jobs on the machine. Compare variants timed in the same run. The comparison with d3rlpy in its own
+environment, each side in a fresh process, is `python -m benchmarks.peers.compare --algos iql`
+(docs/benchmarks.md).
 
 - iql:  iql.IQL.update, exactly what iql.py's main loop runs: V's step, Q's step, the Polyak update,
         pi's step (three backward passes, three fused Adams, the actor's cosine schedule), the metrics
         as tensors.
 - bare: the same networks and the same forward passes (Q_hat(s,a), V(s), V(s'), Q(s,a), pi(s)), plain
         MSE losses, one backward and one default Adam each, the Polyak update; nothing else.
-- d3rlpy (with --d3rlpy): d3rlpy 2.8.1's IQL on the same data, a batch from its buffer and its update.
+- d3rlpy (with --d3rlpy): d3rlpy 2.8.1's IQL on the same data, a batch from its buffer and its update,
+        in this process (needs d3rlpy importable beside the project's packages).
 """
 
 import argparse
@@ -30,9 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import iql  # noqa: E402
 
 OBS_DIM, ACT_DIM, N = 11, 3, 100_000
-# d3rlpy 2.8.1's IQL as the project's issues give it (same shapes, batch 256, 2 threads, wall clock); timed
-# beside ours with --d3rlpy it ran faster (docs/iql.md, Speed): prefer that comparison
-D3RLPY_SPS = 75
 
 
 def make_data():
@@ -85,7 +84,8 @@ def d3rlpy_runner(data):
     try:
         import d3rlpy
     except ImportError:
-        sys.exit("error: --d3rlpy needs d3rlpy: pip install d3rlpy==2.8.1 (it pins gymnasium 1.0.0: use "
+        sys.exit("error: --d3rlpy needs d3rlpy here (python -m benchmarks.peers.compare --algos iql times it "
+                 "in a venv of its own instead): pip install d3rlpy==2.8.1 (it pins gymnasium 1.0.0: use "
                  "another environment, or pip install --no-deps --target DIR and put DIR on PYTHONPATH)")
     obs, act, rew = (x.numpy() for x in data[:3])
     timeouts = (np.arange(N) % 1000 == 999).astype(np.float32)  # episodes of 1000 steps, as Hopper's
@@ -141,6 +141,3 @@ if __name__ == "__main__":
     if cli.d3rlpy:
         ratios = [a / b for a, b in zip(results["iql"], results["d3rlpy"])]
         print(f"iql / d3rlpy = {med['iql'] / med['d3rlpy']:.2f}x (per round: {min(ratios):.2f}-{max(ratios):.2f}x)")
-    elif cli.clock == "wall" and cli.threads == 2:  # the conditions of d3rlpy's figure
-        print(f"iql / {D3RLPY_SPS} (d3rlpy 2.8.1's figure in the issues; --d3rlpy times it beside) = "
-              f"{med['iql'] / D3RLPY_SPS:.2f}x")
