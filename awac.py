@@ -312,10 +312,12 @@ class AWAC:
 class ReplayBuffer:
     """The offline data followed by room for `online_capacity` online transitions, all preallocated on
     the data's device and stored as the loader stores the data: observations normalised with the
-    dataset's (fixed) statistics, terminal = 1 only at a termination. Batches are drawn uniformly
-    over everything stored so far."""
+    dataset's (fixed) statistics, terminal = 1 only at a termination. Rewards, offline and online
+    alike, are stored as r' = reward_scale * r + reward_shift (a script that preprocesses its rewards
+    passes its scale; 1 and 0 keep them raw). Batches are drawn uniformly over everything stored so far."""
 
-    def __init__(self, data: OfflineDataset, online_capacity: int):
+    def __init__(self, data: OfflineDataset, online_capacity: int, reward_scale: float = 1.0,
+                 reward_shift: float = 0.0):
         n, capacity, device = data.size, data.size + online_capacity, data.observations.device
 
         def room(offline: torch.Tensor) -> torch.Tensor:
@@ -327,7 +329,8 @@ class ReplayBuffer:
         # normalised once here: the hot loop only indexes
         self.observations = room(data.normalize_obs(data.observations))
         self.actions = room(data.actions)
-        self.rewards = room(data.rewards)
+        self.reward_scale, self.reward_shift = reward_scale, reward_shift
+        self.rewards = room(data.rewards * reward_scale + reward_shift)
         self.next_observations = room(data.normalize_obs(data.next_observations))
         self.terminals = room(data.terminals)
         self.size, self.capacity, self.device = n, capacity, device
@@ -340,7 +343,8 @@ class ReplayBuffer:
         as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
         self.observations[i] = self.normalize_obs(as_tensor(obs))
         self.actions[i] = as_tensor(action)
-        self.rewards[i] = float(reward)
+        # r' = scale r + shift, the preprocessing of the offline rewards
+        self.rewards[i] = self.reward_scale * float(reward) + self.reward_shift
         self.next_observations[i] = self.normalize_obs(as_tensor(next_obs))
         # d = 1 only at a termination: a truncated episode still bootstraps from next_obs
         self.terminals[i] = float(terminated)

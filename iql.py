@@ -10,7 +10,8 @@ it: V(s) is fitted by expectile regression to Q(s,a) on the dataset's actions on
 expectile tau near 1 it approaches the best in-data action's value; Q is fitted to r + gamma V(s');
 the policy is then extracted by advantage-weighted regression (AWR) on the dataset's actions. Each
 gradient step updates V, then Q (and its Polyak-averaged target Q_hat), then pi, as in the paper's
-Algorithm 1, each network with its own Adam.
+Algorithm 1, each network with its own Adam. The same update keeps running, with the same losses
+and settings, when online transitions join the data (`--online-steps`), as in the paper's fine-tuning.
 
     L_V(psi)   = E_{(s,a)~D} [ L2^tau( Q_hat(s,a) - V_psi(s) ) ],   L2^tau(u) = |tau - 1(u < 0)| u^2
     L_Q(theta) = E_{(s,a,r,s')~D} [ ( r + gamma (1 - d) V_psi(s') - Q_theta(s,a) )^2 ]
@@ -45,7 +46,7 @@ class Args:
     exp_name: str = os.path.basename(__file__)[: -len(".py")]
     """the name of this experiment"""
     seed: int = 1
-    """seed of the experiment (network init, batches, evaluation start states)"""
+    """seed of the experiment (network init, batches, evaluation start states, the online env)"""
     torch_deterministic: bool = True
     """sets `torch.backends.cudnn.deterministic=True`"""
     cuda: bool = True
@@ -65,11 +66,11 @@ class Args:
     dataset_id: str = DEFAULT_DATASET_ID
     """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
     total_steps: int = 30_000
-    """gradient steps (paper and CORL: 1M on D4RL; 30k, a few minutes on 2 CPU cores, for the default data)"""
+    """offline gradient steps (paper and CORL: 1M on D4RL; 30k, a few minutes on 2 CPU cores, for the default data)"""
     batch_size: int = 256
     """transitions per gradient step (CORL)"""
     eval_freq: int = 5_000
-    """evaluate every this many gradient steps"""
+    """evaluate every this many gradient steps (offline and online steps count alike)"""
     eval_episodes: int = 10
     """episodes per evaluation, run side by side in a vector env"""
     eval_env_kwargs: Optional[str] = None
@@ -98,7 +99,11 @@ class Args:
     """reward preprocessing (paper's code; CORL): locomotion = r * T / (max episode return - min episode
     return), T the env's time limit (1000 on D4RL locomotion: the paper's x1000), or the longest episode
     where the env has none; antmaze = r - 1; none. Locomotion suits the dense, fixed-horizon Pendulum
-    reward of the default data"""
+    reward of the default data. The online rewards of --online-steps get the same r' = scale r + shift"""
+    online_steps: int = 0
+    """after the offline steps, this many iterations of one env step with the current (sampled) policy and one
+    gradient step on the offline data plus the online transitions so far, with the same losses and settings
+    (the paper's fine-tuning), the actor's learning rate held at --learning-rate (no decay online); 0 = offline only"""
 
 
 def common_arg_errors(args) -> list[str]:
@@ -137,6 +142,8 @@ def check_args(args: Args) -> None:
         errors.append(f"--beta must be non-negative (got {args.beta})")
     if not args.max_weight > 0:
         errors.append(f"--max-weight must be positive (got {args.max_weight})")
+    if args.online_steps < 0:
+        errors.append(f"--online-steps must be non-negative (got {args.online_steps})")
     if errors:
         sys.exit("error: " + "\n       ".join(errors))
 
@@ -181,6 +188,9 @@ class Actor(nn.Module):
     # log sigma is clipped to [-5, 2]: the paper's learner.py passes log_std_min=-5.0 to its policy
     # (whose own default, -10, it overrides) and keeps the default maximum, 2
     LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+    # the deterministic policy explores online with N(0, 0.03^2) noise clipped at 0.5, in units of half the
+    # action box (CORL's fine-tuning iql.py: expl_noise, noise_clip)
+    EXPLORATION_STD, EXPLORATION_CLIP = 0.03, 0.5
 
     def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, action_low, action_high,
                  deterministic: bool = False):
@@ -193,6 +203,17 @@ class Actor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         """The mean action mu(s): what evaluation executes."""
         return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias
+
+    def sample(self, obs: torch.Tensor) -> torch.Tensor:
+        """a ~ pi(.|s), clipped to the action box: how the online phase acts. obs (B, obs_dim) -> (B, act_dim)."""
+        mu = self(obs)
+        if self.log_std is None:
+            noise = (self.EXPLORATION_STD * torch.randn_like(mu)).clamp(-self.EXPLORATION_CLIP, self.EXPLORATION_CLIP)
+            a = mu + noise * self.action_scale
+        else:
+            a = mu + self.log_std.clamp(self.LOG_STD_MIN, self.LOG_STD_MAX).exp() * torch.randn_like(mu)
+        low, high = self.action_bias - self.action_scale, self.action_bias + self.action_scale
+        return torch.maximum(torch.minimum(a, high), low)
 
     def log_prob(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """log pi(a|s), or -||mu(s) - a||^2 for the deterministic policy (CORL's choice)."""
@@ -324,8 +345,16 @@ class IQL:
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.actor_optimizer.step()
-        self.actor_scheduler.step()
+        if self.actor_scheduler is not None:
+            self.actor_scheduler.step()
         return loss.detach()
+
+    def start_online(self, learning_rate: float) -> None:
+        """The online phase keeps every loss and setting but holds the actor's learning rate constant: the
+        paper's fine-tuning config sets no decay, and the cosine has reached 0 at the switch."""
+        self.actor_scheduler = None
+        for group in self.actor_optimizer.param_groups:
+            group["lr"] = learning_rate
 
     def update(self, obs, actions, rewards, next_obs, terminals) -> dict:
         """One gradient step of each network on a batch. Returns detached tensors (no device sync)."""
@@ -369,6 +398,81 @@ def reward_scaling(data: OfflineDataset, mode: str) -> tuple[float, float]:
     if mode == "antmaze":
         return 1.0, -1.0  # r' = r - 1: the sparse 0/1 goal reward becomes -1 per step until the goal
     return 1.0, 0.0
+
+
+# ALGO LOGIC: offline-to-online fine-tuning (--online-steps): a buffer that holds the offline data and the
+# online transitions alike, and a runner that adds one online transition per call
+class ReplayBuffer:
+    """The offline data followed by room for `online_capacity` online transitions, all preallocated on
+    the data's device and stored as the loader stores the data: observations normalised with the
+    dataset's (fixed) statistics, terminal = 1 only at a termination. Rewards, offline and online
+    alike, are stored as r' = reward_scale * r + reward_shift (a script that preprocesses its rewards
+    passes its scale; 1 and 0 keep them raw). Batches are drawn uniformly over everything stored so far."""
+
+    def __init__(self, data: OfflineDataset, online_capacity: int, reward_scale: float = 1.0,
+                 reward_shift: float = 0.0):
+        n, capacity, device = data.size, data.size + online_capacity, data.observations.device
+
+        def room(offline: torch.Tensor) -> torch.Tensor:
+            buffer = torch.zeros((capacity, *offline.shape[1:]), dtype=torch.float32, device=device)
+            buffer[:n] = offline
+            return buffer
+
+        self.normalize_obs = data.normalize_obs
+        # normalised once here: the hot loop only indexes
+        self.observations = room(data.normalize_obs(data.observations))
+        self.actions = room(data.actions)
+        self.reward_scale, self.reward_shift = reward_scale, reward_shift
+        self.rewards = room(data.rewards * reward_scale + reward_shift)
+        self.next_observations = room(data.normalize_obs(data.next_observations))
+        self.terminals = room(data.terminals)
+        self.size, self.capacity, self.device = n, capacity, device
+
+    def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
+        """Append one transition; obs and next_obs raw, as the env returns them."""
+        if self.size == self.capacity:
+            raise RuntimeError(f"the replay buffer is full ({self.capacity} transitions)")
+        i = self.size
+        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
+        self.observations[i] = self.normalize_obs(as_tensor(obs))
+        self.actions[i] = as_tensor(action)
+        # r' = scale r + shift, the preprocessing of the offline rewards
+        self.rewards[i] = self.reward_scale * float(reward) + self.reward_shift
+        self.next_observations[i] = self.normalize_obs(as_tensor(next_obs))
+        # d = 1 only at a termination: a truncated episode still bootstraps from next_obs
+        self.terminals[i] = float(terminated)
+        self.size += 1
+
+    def sample(self, batch_size: int):
+        """(s, a, r, s', d), each (batch_size, ...), drawn uniformly from the stored transitions."""
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return (self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx],
+                self.terminals[idx])
+
+
+class OnlineRunner:
+    """One env, stepped once per call with an action sampled from the current policy; each transition
+    goes into the buffer, and a new episode starts after a termination or a truncation."""
+
+    def __init__(self, env: gym.Env, buffer: ReplayBuffer, seed: int):
+        self.env, self.buffer = env, buffer
+        self.obs, _ = env.reset(seed=seed)  # later resets continue this seeded stream
+        self.episode_return = 0.0
+
+    @torch.no_grad()
+    def step(self, actor: Actor) -> Optional[float]:
+        """One env step and its transition stored; returns the episode's return when the episode ended."""
+        obs_t = self.buffer.normalize_obs(torch.as_tensor(self.obs, dtype=torch.float32, device=self.buffer.device))
+        action = actor.sample(obs_t[None])[0].cpu().numpy().astype(self.env.action_space.dtype)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        self.episode_return += float(reward)
+        if not (terminated or truncated):
+            self.obs = next_obs
+            return None
+        finished, self.episode_return = self.episode_return, 0.0
+        self.obs, _ = self.env.reset()
+        return finished
 
 
 # TRY NOT TO MODIFY: evaluation, checkpoints and logging (the same in every script)
@@ -493,6 +597,15 @@ if __name__ == "__main__":
         reward_scale, reward_shift = reward_scaling(data, args.reward_scale) if checkpoint is None else (1.0, 0.0)
     except DatasetError as e:
         sys.exit(f"error: {e}")
+    # Evaluation and --online-steps both run the dataset's env: fail now, not after training.
+    try:
+        online_env = data.make_env()
+    except Exception as e:
+        sys.exit(f"error: cannot make the environment of '{args.dataset_id}', which evaluation and --online-steps "
+                 f"run ({type(e).__name__}: {e}). The dataset must record an env spec "
+                 f"(minari's env= / eval_env= when it was created) whose env is installed here.")
+    if args.online_steps == 0 or checkpoint is not None:
+        online_env.close()
 
     run_name = f"{args.dataset_id}__{args.exp_name}__{args.seed}__{int(time.time())}".replace("/", "-")
     run_dir = os.path.join("runs", run_name)
@@ -525,29 +638,39 @@ if __name__ == "__main__":
 
     iql = IQL(data.obs_dim, data.act_dim, args, data.action_low, data.action_high, device)
     actor = iql.actor
-    # Normalise and scale once: the hot loop only indexes.
-    observations = data.normalize_obs(data.observations)
-    next_observations = data.normalize_obs(data.next_observations)
-    actions, terminals = data.actions, data.terminals
-    rewards = data.rewards * reward_scale + reward_shift
+    # Normalise and scale once, offline data and online transitions alike: the hot loop only indexes.
+    buffer = ReplayBuffer(data, args.online_steps, reward_scale, reward_shift)
+    runner = OnlineRunner(online_env, buffer, args.seed) if args.online_steps > 0 else None
+    total_steps = args.total_steps + args.online_steps
     print(f"Rewards ({args.reward_scale}): r' = {reward_scale:.4g} r + {reward_shift:g}")
     writer.add_scalar("charts/reward_scale", reward_scale, 0)
     writer.add_scalar("charts/reward_shift", reward_shift, 0)
 
     history, best_score, train_time, evaluations = [], -math.inf, 0.0, 0
+    online_returns, offline_final_score = [], None
     t_start = t_log = t_print = time.time()
-    print(f"Training IQL on {args.dataset_id} for {args.total_steps} steps on {device} ({run_dir})")
-    for step in range(1, args.total_steps + 1):
-        idx = torch.randint(0, data.size, (args.batch_size,), device=device)
+    print(f"Training IQL on {args.dataset_id} for {args.total_steps} offline steps"
+          + (f" + {args.online_steps} online steps" if args.online_steps else "") + f" on {device} ({run_dir})")
+    for step in range(1, total_steps + 1):
+        if step > args.total_steps:  # online: one env step with the current policy, then a gradient step
+            if step == args.total_steps + 1:
+                print(f"Online fine-tuning from step {step}: one env step per gradient step", flush=True)
+                writer.add_text("phase", f"online fine-tuning from step {step}", step)
+                iql.start_online(args.learning_rate)
+            finished = runner.step(actor)
+            if finished is not None:
+                writer.add_scalar("charts/online_episodic_return", finished, step)
+                online_returns.append([step, finished])
         # V, then Q and its target, then pi (IQL.update)
-        metrics = iql.update(observations[idx], actions[idx], rewards[idx], next_observations[idx], terminals[idx])
+        metrics = iql.update(*buffer.sample(args.batch_size))
 
-        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
+        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps or step == total_steps
         if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
             values = dict(zip(metrics, torch.stack(list(metrics.values())).tolist()))
             for name, value in values.items():
                 writer.add_scalar(name, value, step)
             writer.add_scalar("charts/actor_lr", iql.actor_optimizer.param_groups[0]["lr"], step)
+            writer.add_scalar("charts/env_steps", buffer.size - data.size, step)
             now = time.time()
             train_time += now - t_log
             t_log = now
@@ -556,7 +679,7 @@ if __name__ == "__main__":
             losses = (f"V {values['losses/value_loss']:.4f} Q {values['losses/q_loss']:.4f} "
                       f"pi {values['losses/actor_loss']:.4f}")
             if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
-                print(f"step {step}/{args.total_steps} | SPS {sps} | {losses}", flush=True)
+                print(f"step {step}/{total_steps} | SPS {sps} | {losses}", flush=True)
                 t_print = now
 
         if evaluate_now:
@@ -570,8 +693,9 @@ if __name__ == "__main__":
                 writer.add_scalar("eval/normalized_score", scores.mean(), step)
                 best_score = max(best_score, float(scores.mean()))
             history.append([step, float(returns.mean()), None if scores is None else float(scores.mean())])
-            print(f"step {step}/{args.total_steps} | SPS {sps} | {losses} | {score_text(returns, scores)}",
-                  flush=True)
+            if step == args.total_steps:
+                offline_final_score = history[-1][2]
+            print(f"step {step}/{total_steps} | SPS {sps} | {losses} | {score_text(returns, scores)}", flush=True)
             if args.save_model:
                 save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
                     "algorithm": "iql", "actor": actor.state_dict(), "value": iql.vf.state_dict(),
@@ -582,11 +706,17 @@ if __name__ == "__main__":
                 })
             t_log = t_print = time.time()  # evaluation time does not count in SPS
 
-    write_summary(run_dir, {
-        "algorithm": "iql", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
+    if runner is not None:
+        runner.env.close()
+    summary = {
+        "algorithm": "iql", "dataset_id": args.dataset_id, "seed": args.seed, "steps": total_steps,
         "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
         "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,
         "sps": sps, "wall_time_s": round(time.time() - t_start, 1), "eval_history": history,
-        "reward_scale": reward_scale, "reward_shift": reward_shift,
-    })
+        "online_steps": args.online_steps, "reward_scale": reward_scale, "reward_shift": reward_shift,
+    }
+    if args.online_steps > 0:
+        summary.update({"offline_steps": args.total_steps, "online_episode_returns": online_returns,
+                        "offline_final_normalized_score": offline_final_score})
+    write_summary(run_dir, summary)
     writer.close()

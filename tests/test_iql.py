@@ -1,18 +1,22 @@
 """iql.py: each exercise on hand values, V learning the expectile, AWR, the order of the three updates
-and the target update, the reward scale, the policy's log-std range, end to end, learning, bad input."""
+and the target update, the reward scale, the policy's log-std range; the online phase's buffer (scaled
+rewards), runner and sampled actions against a stub env; end to end offline and offline-to-online,
+learning, bad input."""
 
 import copy
 import math
+import warnings
 from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
 import iql
-from common.datasets import DatasetError, load_dataset
-from testdata import read_summary, run_script
+from common.datasets import DatasetError, OfflineDataset, load_dataset
+from testdata import read_summary, rollout_pendulum, run_script, write_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -311,6 +315,152 @@ def test_gaussian_log_prob_matches_torch_normal_with_log_std_clipped_to_paper_ra
         f"log pi(a|s) must be the Gaussian's with log sigma clipped to [-5, 2]; {m}"))
 
 
+# ---- the online phase (--online-steps): sampled actions, the buffer, the runner, the learning rate ----
+
+def test_sampled_actions_spread_by_sigma_and_stay_in_the_box():
+    torch.manual_seed(0)
+    actor = iql.Actor(3, 2, 16, -torch.ones(2), 3 * torch.ones(2))
+    with torch.no_grad():  # mean in the middle of the box (1, 1), sigma 0.1
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.zero_()
+        actor.log_std.fill_(math.log(0.1))
+    samples = actor.sample(torch.randn(4000, 3))
+    assert samples.mean(0).tolist() == pytest.approx([1.0, 1.0], abs=0.01), "samples must be centred on mu(s)"
+    assert samples.std(0).tolist() == pytest.approx([0.1, 0.1], rel=0.05), "samples must spread by sigma"
+    with torch.no_grad():  # log sigma -8 is clipped to -5, as in log_prob
+        actor.log_std.fill_(-8.0)
+    samples = actor.sample(torch.randn(4000, 3))
+    assert samples.std(0).tolist() == pytest.approx([math.exp(-5)] * 2, rel=0.05), \
+        f"log sigma -8 must be clipped to -5 (sigma 0.0067), got a spread of {samples.std(0).tolist()}"
+    with torch.no_grad():  # sigma e^1 = 2.7: many samples would fall outside [-1, 3]
+        actor.log_std.fill_(1.0)
+    samples = actor.sample(torch.randn(4000, 3))
+    assert (samples >= -1).all() and (samples <= 3).all(), "samples must be clipped to the action box [-1, 3]"
+
+
+def test_the_deterministic_actor_explores_with_small_clipped_noise():
+    torch.manual_seed(0)
+    actor = iql.Actor(3, 1, 16, -2 * torch.ones(1), 2 * torch.ones(1), deterministic=True)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.zero_()
+        samples = actor.sample(torch.randn(4000, 3))
+    # N(0, 0.03^2) in units of half the box (2): standard deviation 0.06 around mu(s) = 0
+    assert float(samples.mean()) == pytest.approx(0.0, abs=0.005), "exploration noise must be centred on mu(s)"
+    got = float(samples.std())
+    assert got == pytest.approx(0.06, rel=0.05), \
+        f"deterministic actor: noise 0.03 x half the box (2) should spread the actions by 0.06, got {got:.4f}"
+
+
+def tiny_dataset(n=4) -> OfflineDataset:
+    """An OfflineDataset of n transitions with distinct rows (rewards 1..n), obs mean (1, 2, 3), std (2, 4, 8)."""
+    obs = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)
+    return OfflineDataset(
+        dataset_id="test/stub/tiny-v0", observations=obs, actions=torch.arange(n, dtype=torch.float32)[:, None],
+        rewards=torch.arange(1, n + 1, dtype=torch.float32), next_observations=obs + 100.0,
+        terminals=torch.zeros(n), truncations=torch.zeros(n), episode_starts=torch.tensor([0]),
+        episode_lengths=torch.tensor([n]), episode_returns=torch.tensor([0.0]),
+        obs_mean=torch.tensor([1.0, 2.0, 3.0]), obs_std=torch.tensor([2.0, 4.0, 8.0]),
+        action_low=-torch.ones(1), action_high=torch.ones(1), ref_min_score=None, ref_max_score=None,
+        ref_source="none", max_episode_steps=None, make_env=lambda **_: StubEnv(),
+    )
+
+
+class StubEnv(gym.Env):
+    """Observation (episode, t, 10 t + a); reward = t. Episode 0 is truncated after 3 steps, every later
+    one terminates after 2. Records the actions it receives and the resets."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self):
+        self.episode, self.actions, self.reset_seeds = -1, [], []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        self.reset_seeds.append(seed)
+        return np.array([self.episode, 0.0, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        self.t += 1
+        obs = np.array([self.episode, self.t, 10.0 * self.t + float(action[0])], np.float32)
+        truncated = self.episode == 0 and self.t == 3
+        terminated = self.episode > 0 and self.t == 2
+        return obs, float(self.t), terminated, truncated, {}
+
+
+class FixedSampleActor:
+    """sample() = 0.5 in every state, the mean forward() = -0.9: the runner must act with a sample."""
+
+    def sample(self, obs):
+        return torch.full((obs.shape[0], 1), 0.5)
+
+    def __call__(self, obs):
+        return torch.full((obs.shape[0], 1), -0.9)
+
+
+def test_online_transitions_are_stored_as_the_loader_stores_data_with_rewards_scaled():
+    data = tiny_dataset()
+    # r' = 0.5 r - 1, the preprocessing the offline rewards get, must reach the online ones too
+    buffer = iql.ReplayBuffer(data, online_capacity=6, reward_scale=0.5, reward_shift=-1.0)
+    env = StubEnv()
+    runner = iql.OnlineRunner(env, buffer, seed=5)
+    finished = [runner.step(FixedSampleActor()) for _ in range(5)]
+
+    # episode 0: three steps, truncated; episode 1: two steps, terminated. Returns are the env's, unscaled.
+    assert finished == [None, None, 6.0, None, 3.0], \
+        f"the runner should return the raw episode returns 1+2+3 and 1+2 at their last steps, got {finished}"
+    assert env.reset_seeds == [5, None, None], "the env is seeded once from --seed, then continues its stream"
+    assert [float(a[0]) for a in env.actions] == [0.5] * 5, "the env must get actor.sample(s), not the mean action"
+    assert buffer.size == data.size + 5
+    new = slice(data.size, data.size + 5)
+    got = buffer.rewards[new].tolist()
+    assert got == [-0.5, 0.0, 0.5, -0.5, 0.0], (
+        f"online rewards 1, 2, 3, 1, 2 must be stored scaled as the data's, 0.5 r - 1 = (-0.5, 0, 0.5, -0.5, 0); "
+        f"got {got}")
+    got = buffer.rewards[: data.size].tolist()
+    assert got == [-0.5, 0.0, 0.5, 1.0], f"offline rewards 1..4 must be stored as 0.5 r - 1, got {got}"
+    raw_obs = torch.tensor([[0, 0, 0], [0, 1, 10.5], [0, 2, 20.5], [1, 0, 0], [1, 1, 10.5]])
+    raw_next = torch.tensor([[0, 1, 10.5], [0, 2, 20.5], [0, 3, 30.5], [1, 1, 10.5], [1, 2, 20.5]])
+    mean, std = data.obs_mean, data.obs_std
+    torch.testing.assert_close(buffer.observations[new], (raw_obs - mean) / std, msg=lambda m: (
+        f"online observations must be normalised with the dataset's statistics; {m}"))
+    # the truncated step keeps its own next observation (0, 3, 30.5), not the next episode's first
+    torch.testing.assert_close(buffer.next_observations[new], (raw_next - mean) / std, msg=lambda m: (
+        f"next observations: a truncated step keeps its own last observation; {m}"))
+    got = buffer.terminals[new].tolist()
+    assert got == [0.0, 0.0, 0.0, 0.0, 1.0], \
+        f"d = 1 only at the termination (step 5); the truncation at step 3 bootstraps: got {got}"
+    torch.testing.assert_close(buffer.observations[: data.size], data.normalize_obs(data.observations))
+
+
+def test_batches_come_only_from_the_transitions_stored_so_far():
+    torch.manual_seed(0)
+    buffer = iql.ReplayBuffer(tiny_dataset(n=4), online_capacity=100)
+    buffer.add(np.array([1.0, 2.0, 3.0]), np.array([0.25]), 7.0, np.array([1.0, 2.0, 3.0]), False)
+    rewards = buffer.sample(4000)[2]
+    # 5 stored transitions with rewards 1, 2, 3, 4 (offline) and 7 (online); rows not yet filled hold 0
+    counts = {r: int((rewards == r).sum()) for r in (1.0, 2.0, 3.0, 4.0, 7.0)}
+    assert sum(counts.values()) == 4000, f"batches drew empty rows beyond the 5 stored transitions: {counts}"
+    assert all(600 < c < 1000 for c in counts.values()), f"draws should be uniform over the 5 transitions: {counts}"
+
+
+def test_online_phase_holds_the_actor_learning_rate_constant():
+    model = make_iql(total_steps=4)
+    obs, actions = torch.zeros(8, 3), torch.zeros(8, 1)
+    for _ in range(4):  # the offline cosine ends at 0
+        model.update(obs, actions, torch.zeros(8), obs, torch.zeros(8))
+    assert model.actor_optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    model.start_online(3e-4)
+    lrs = []
+    for _ in range(3):
+        model.update(obs, actions, torch.zeros(8), obs, torch.zeros(8))
+        lrs.append(model.actor_optimizer.param_groups[0]["lr"])
+    assert lrs == [3e-4] * 3, f"online, the actor's learning rate must stay at --learning-rate 3e-4, got {lrs}"
+
+
 # ---- the script ----
 
 def test_end_to_end_checkpoint_reloads_with_same_actions(pendulum_expert, run_dir):
@@ -354,6 +504,50 @@ def test_deterministic_actor_and_antmaze_scaling_run(pendulum_expert, run_dir):
     assert math.isfinite(summary["final_normalized_score"])
 
 
+def test_offline_then_online_end_to_end(pendulum_expert, run_dir):
+    # 250 offline steps, then 200 online iterations: Pendulum's episodes last 200 steps, so exactly one
+    # online episode ends, at step 450. Evaluations every 150 steps across both phases, at the switch
+    # (250, not a multiple of 150) and at the end.
+    out = run_script("iql.py", "--dataset-id", pendulum_expert, "--total-steps", 250, "--online-steps", 200,
+                     "--eval-freq", 150, "--eval-episodes", 2, "--no-cuda", cwd=run_dir)
+    assert out.returncode == 0, out.stderr
+    run, summary = read_summary(run_dir)
+    assert summary["steps"] == 450 and summary["offline_steps"] == 250 and summary["online_steps"] == 200
+    steps = [h[0] for h in summary["eval_history"]]
+    assert steps == [150, 250, 300, 450], \
+        f"evaluations every 150 steps over both phases, at the switch (250) and at the end, got {steps}"
+    assert summary["offline_final_normalized_score"] == summary["eval_history"][1][2]
+    assert summary["final_normalized_score"] == summary["eval_history"][-1][2]
+    [(step, ret)] = summary["online_episode_returns"]
+    assert step == 450 and -2000 < ret <= 0, summary["online_episode_returns"]
+    assert "Online fine-tuning from step 251" in out.stdout
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    online = events.Scalars("charts/online_episodic_return")
+    assert [(e.step, e.value) for e in online] == [(450, pytest.approx(ret))]
+    env_steps = {e.step: e.value for e in events.Scalars("charts/env_steps")}
+    assert env_steps[250] == 0 and env_steps[450] == 200, env_steps
+    lrs = {e.step: e.value for e in events.Scalars("charts/actor_lr")}
+    assert lrs[250] == pytest.approx(0.0, abs=1e-9) and lrs[450] == pytest.approx(3e-4), \
+        f"the actor's lr: the cosine ends at 0 at the switch, then stays at 3e-4 online; got {lrs}"
+
+    # the offline phase is exactly an offline-only run of 250 steps: same batches, same schedule
+    offline_dir = run_dir / "offline"
+    offline_dir.mkdir()
+    out = run_script("iql.py", "--dataset-id", pendulum_expert, "--total-steps", 250, "--eval-freq", 150,
+                     "--eval-episodes", 2, "--no-cuda", cwd=offline_dir)
+    assert out.returncode == 0, out.stderr
+    _, offline = read_summary(offline_dir)
+    assert offline["online_steps"] == 0
+    assert not {"offline_steps", "online_episode_returns", "offline_final_normalized_score"} & set(offline)
+    assert offline["eval_history"] == summary["eval_history"][:2], (
+        "the first 250 steps of an --online-steps run must be those of the offline-only run: "
+        f"{offline['eval_history']} vs {summary['eval_history'][:2]}")
+
+
 @pytest.mark.learning("iql")
 def test_iql_beats_bc_on_mixed_data(pendulum_mixed, run_dir):
     # Half the episodes are uniform-random, half a noisy controller. BC clones the mixture (bc.py on
@@ -385,6 +579,7 @@ def test_checkpoint_of_another_script_is_refused(tmp_path, run_dir):
     (["--gamma", "1.0"], "--gamma must be in [0, 1) (got 1.0)"),
     (["--learning-rate", "0"], "--learning-rate must be positive (got 0.0)"),
     (["--batch-size", "0"], "--batch-size must be positive (got 0)"),
+    (["--online-steps", "-1"], "--online-steps must be non-negative (got -1)"),
     (["--reward-scale", "mujoco"], "reward-scale"),
     (["--dataset-id", "nonsense"], "is not a Minari dataset id"),
 ])
@@ -392,4 +587,24 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(flags, message, pendulum_
     out = run_script("iql.py", "--dataset-id", pendulum_expert, "--no-cuda", *flags, cwd=run_dir)
     assert out.returncode != 0
     assert message in out.stderr + out.stdout
+    assert not (run_dir / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def dataset_without_env(pendulum_refs):
+    """Pendulum episodes stored without an env spec: nothing to evaluate in or fine-tune online."""
+    episodes, _ = rollout_pendulum(2, 0.2, seed=4)
+    env = gym.make("Pendulum-v1")
+    with warnings.catch_warnings():  # Minari warns that the dataset has no env spec: that is the point
+        warnings.simplefilter("ignore")
+        write_dataset("test/pendulum/noenv-iql-v0", episodes, None, observation_space=env.observation_space,
+                      action_space=env.action_space, ref_min_score=pendulum_refs[0], ref_max_score=pendulum_refs[1])
+    return "test/pendulum/noenv-iql-v0"
+
+
+def test_a_dataset_whose_env_cannot_be_made_is_a_clear_error(dataset_without_env, run_dir):
+    out = run_script("iql.py", "--dataset-id", dataset_without_env, "--online-steps", 100, "--no-cuda", cwd=run_dir)
+    assert out.returncode != 0
+    assert f"cannot make the environment of '{dataset_without_env}'" in out.stderr, out.stderr[-2000:]
+    assert "env spec" in out.stderr and "Traceback" not in out.stderr
     assert not (run_dir / "runs").exists()
