@@ -162,13 +162,15 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(embed_dim, embed_dim)
         self.resid_drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """The outputs at the tokens x[:, rows] (all by default), each reading the tokens attn_mask allows."""
         B, L, H = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, H // self.n_heads).permute(2, 0, 3, 1, 4)
-        # softmax(Q K^T / sqrt(d) + M) V, M = -inf where attn_mask is False (fused kernels on the GPU)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+        # softmax(Q K^T / sqrt(d) + M) V, M = -inf where attn_mask is False (fused kernels on the GPU);
+        # queries of the chosen rows only, keys and values of every token
+        y = F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=attn_mask[..., rows, :],
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, L, H)))
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, -1, H)))
 
 
 class Block(nn.Module):
@@ -183,8 +185,9 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(embed_dim, 4 * embed_dim), nn.GELU(),
                                  nn.Linear(4 * embed_dim, embed_dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), attn_mask)
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor, rows: slice = slice(None)) -> torch.Tensor:
+        """The block's outputs at the tokens x[:, rows] (all by default)."""
+        x = x[:, rows] + self.attn(self.ln1(x), attn_mask, rows)
         return x + self.mlp(self.ln2(x))
 
 
@@ -247,11 +250,14 @@ class DecisionTransformer(nn.Module):
         real = mask.repeat_interleave(3, dim=1)
         causal = self.causal[: 3 * K, : 3 * K]
         attn_mask = (causal & (real[:, None, :] | torch.eye(3 * K, dtype=torch.bool, device=mask.device)))[:, None]
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, attn_mask)
-        x = self.ln_f(x)
+        # Only the outputs at the state tokens are read, so the last block computes those alone (its keys
+        # and values still come from every token): a third of its queries, projection and MLP rows, the
+        # same predictions, and 1.2x faster training at embed 256 on a CPU (docs/decision_transformer.md, Speed).
+        x = self.ln_f(self.blocks[-1](x, attn_mask, rows=slice(1, None, 3)))
         # a_t = pi(R_{<=t}, s_{<=t}, a_{<t}): the output at s_t's token, tanh-bounded to the action box
-        return torch.tanh(self.predict_action(x[:, 1::3])) * self.action_scale + self.action_bias
+        return torch.tanh(self.predict_action(x)) * self.action_scale + self.action_bias
 
 
 # ALGO LOGIC: returns-to-go, the loss, and the step of a return-conditioned rollout (exercises, like the above)

@@ -93,7 +93,7 @@ class Args:
     """weight of Q in the actor's loss: lambda = alpha / mean |Q| (paper and its code: 2.5); 0 gives plain BC.
     The BC term is measured in half-widths of the action range: on a box [-m, m] the paper's code with
     alpha equals this script with alpha / m^2. On the default Pendulum data 2.5 stays near BC and 10
-    does far better (docs/td3_bc.md, Results)"""
+    does far better; on expert data 10 does far worse (docs/td3_bc.md, Results)"""
     policy_noise: float = 0.2
     """std sigma of the target policy smoothing noise, in half-widths of the action range (paper's code
     multiplies it by max_action, the half-width of a symmetric box; CORL)"""

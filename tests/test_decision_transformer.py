@@ -118,6 +118,27 @@ def test_causality_later_tokens_do_not_change_earlier_predictions():
     assert (model(R3, s, a, ts, mask)[:, 2] - base[:, 2]).abs().max() > 1e-3
 
 
+def test_last_block_on_state_rows_matches_the_full_block():
+    # The model runs its last block on the state tokens only; the same model with every block on every
+    # token, then the state tokens taken, must predict the same actions (padding and two heads included).
+    model = small_model(context_len=6)
+    R, s, a, ts, mask = random_tokens(3, 6)
+    mask[0, :2] = False
+    with torch.no_grad():
+        x = model.embed_ln(dt.interleave_tokens(model.embed_return(R), model.embed_state(s),
+                                                model.embed_action(a), model.embed_timestep(ts)))
+        real = mask.repeat_interleave(3, dim=1)
+        attn_mask = (model.causal & (real[:, None, :] | torch.eye(18, dtype=torch.bool)))[:, None]
+        for block in model.blocks:
+            x = block(x, attn_mask)
+        full = torch.tanh(model.predict_action(model.ln_f(x)[:, 1::3])) * model.action_scale + model.action_bias
+        got = model(R, s, a, ts, mask)
+    assert got.shape == full.shape == (3, 6, 2), f"expected predictions of shape (3, 6, 2), got {tuple(got.shape)}"
+    assert torch.allclose(got, full, atol=1e-6), (
+        f"the last block on the state tokens only should predict what the full block predicts at the state "
+        f"tokens; largest difference {(got - full).abs().max():.3g}")
+
+
 def test_padding_changes_neither_the_outputs_at_real_positions_nor_the_loss():
     model = small_model(context_len=6)
     R, s, a, ts, mask = random_tokens(3, 6)
