@@ -113,6 +113,7 @@ if __name__ == "__main__":
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--online", action="store_true", help="also time an online iteration (env step + update)")
     cli = p.parse_args()
+    awac.keep_freed_memory()  # as the script's main does
     torch.set_num_threads(cli.threads)
     torch.manual_seed(0)
     args = awac.Args()

@@ -128,6 +128,7 @@ if __name__ == "__main__":
     p.add_argument("--block-rows", type=int, default=bcq.BLOCK_ROWS,
                    help="override bcq.BLOCK_ROWS, the rows per candidate pass (a huge value: one pass)")
     cli = p.parse_args()
+    bcq.keep_freed_memory()  # as bcq.py's main does: both sides of the bare-loop comparison get it
     bcq.BLOCK_ROWS = cli.block_rows
     torch.set_num_threads(cli.threads)
     torch.manual_seed(0)

@@ -95,6 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=10, help="timed gradient steps per measurement")
     parser.add_argument("--threads", type=int, default=2)
     cli = parser.parse_args()
+    dt.keep_freed_memory()  # as the script's main does
     torch.set_num_threads(cli.threads)
     bf16_ok = dt.use_bf16("cpu", True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native CPU bf16: {bf16_ok}", flush=True)

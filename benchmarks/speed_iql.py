@@ -116,6 +116,7 @@ if __name__ == "__main__":
     p.add_argument("--deterministic-actor", action="store_true")
     p.add_argument("--d3rlpy", action="store_true", help="also time d3rlpy's IQL, interleaved (needs d3rlpy)")
     cli = p.parse_args()
+    iql.keep_freed_memory()  # as the script's main does
     torch.set_num_threads(cli.threads)
     torch.manual_seed(0)
     clock = time.perf_counter if cli.clock == "wall" else time.process_time

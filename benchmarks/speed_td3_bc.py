@@ -103,6 +103,7 @@ if __name__ == "__main__":
                    help="timed steps per variant per round (even: whole actor cycles)")
     p.add_argument("--threads", type=int, default=2)
     cli = p.parse_args()
+    td3_bc.keep_freed_memory()  # as the script's main does
     torch.set_num_threads(cli.threads)
     torch.manual_seed(0)
     args = td3_bc.Args()
