@@ -19,7 +19,9 @@ CORL; `--backup-entropy` adds it, as textbook SAC has it): the failure case, kep
            + E_{(s,a,r,s')~D}[ (Q(s,a) - (r + gamma (1-d) E_{a'~pi(.|s')} Qbar(s',a')))^2 ]
     max_pi E_{s~D, a~pi(.|s)}[ min_i Q_i(s,a) - beta log pi(a|s) ]
 
-(beta: SAC's entropy temperature, tuned so that the policy's entropy stays near -dim(A).)
+(beta: SAC's entropy temperature, tuned so that the policy's entropy stays near -dim(A).) With
+`--online-steps N` the same update keeps running for N more steps while the policy acts in the dataset's
+env and its transitions join the offline data (offline-to-online fine-tuning, alpha unchanged).
 
 Run `python cql.py --help` for the flags; docs/cql.md maps the objective to the lines below.
 """
@@ -71,11 +73,11 @@ class Args:
     dataset_id: str = DEFAULT_DATASET_ID
     """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
     total_steps: int = 10_000
-    """gradient steps (CORL uses 1M on D4RL; 10k for the small default Pendulum data, about 15 min on 2 idle CPU cores at the measured 10.8 steps/s)"""
+    """offline gradient steps (CORL: 1M on D4RL; 10k suit the small default Pendulum data, see docs/cql.md, Settings)"""
     batch_size: int = 256
     """transitions per gradient step (CORL)"""
     eval_freq: int = 2_000
-    """evaluate every this many gradient steps"""
+    """evaluate every this many gradient steps (offline and online steps count alike)"""
     eval_episodes: int = 10
     """episodes per evaluation, run side by side in a vector env"""
     eval_env_kwargs: Optional[str] = None
@@ -86,25 +88,25 @@ class Args:
     """discount factor (paper, CORL)"""
     tau: float = 5e-3
     """Polyak rate of the target critics, Qbar <- (1 - tau) Qbar + tau Q (CORL)"""
-    policy_lr: float = 1e-4
-    """actor Adam learning rate (d3rlpy; CORL uses 3e-5, for runs of 1M steps)"""
-    q_lr: float = 3e-4
-    """critics' Adam learning rate (paper, CORL)"""
+    policy_lr: float = 3e-4
+    """actor Adam learning rate (3e-4 for 10k steps on small data; d3rlpy: 1e-4; CORL: 3e-5, for runs of 1M steps)"""
+    q_lr: float = 1e-3
+    """critics' Adam learning rate (1e-3 for 10k steps on small data; paper, CORL: 3e-4)"""
     entropy_lr: float = 3e-4
     """Adam learning rate of the entropy temperature beta (SAC, Haarnoja et al. 2018)"""
-    hidden_dim: int = 256
-    """width of every hidden layer, actor and critics (CORL: 256)"""
-    critic_layers: int = 3
-    """hidden layers of each Q-network (CORL: 3x256)"""
-    actor_layers: int = 3
-    """hidden layers of the actor (CORL: 3x256)"""
+    hidden_dim: int = 64
+    """width of every hidden layer, actor and critics (64 for Pendulum's 3-d states; CORL: 256)"""
+    critic_layers: int = 2
+    """hidden layers of each Q-network (2x64 for Pendulum; CORL: 3x256)"""
+    actor_layers: int = 2
+    """hidden layers of the actor (2x64 for Pendulum; CORL: 3x256)"""
     cql_alpha: float = 5.0
     """weight alpha of the conservative penalty (paper: 5; CORL: 10); with --cql-lagrange, its starting value;
-    0 without --cql-lagrange = offline SAC with the deterministic backup (the failure case). Guide: about 0.5-1
-    for expert data, 1-5 for medium, 5-10 for random or replay data"""
-    cql_n_actions: int = 10
-    """sampled actions per state from each of: uniform, pi(.|s), pi(.|s') (paper, CORL: 10); also the number
-    of actions the max of --cql-max-target-backup is taken over"""
+    0 without --cql-lagrange = offline SAC with the deterministic backup (the failure case). The usual guide (0.5-1
+    for expert data, 1-5 for medium, 5-10 for random or replay data) is tested in docs/cql.md, Choosing alpha"""
+    cql_n_actions: int = 5
+    """sampled actions per state from each of: uniform, pi(.|s), pi(.|s') (5 for a 1-d action; paper, CORL: 10);
+    also the number of actions the max of --cql-max-target-backup is taken over"""
     cql_lagrange: bool = False
     """tune alpha by dual gradient steps so that the CQL gap stays near --cql-target-action-gap (paper, App. F)"""
     cql_target_action_gap: float = 5.0
@@ -121,6 +123,9 @@ class Args:
     estimates reward only and is comparable with the Monte-Carlo return)"""
     compile: bool = False
     """run the loss computations through torch.compile (see docs/cql.md for whether it pays on your machine)"""
+    online_steps: int = 0
+    """after the offline steps, this many iterations of one env step with the current (sampled) policy and one
+    gradient step on the offline data plus the online transitions so far, alpha unchanged (0 = offline only)"""
 
 
 def common_arg_errors(args) -> list[str]:
@@ -161,6 +166,8 @@ def check_args(args: Args) -> None:
         errors.append("--cql-lagrange needs a positive starting --cql-alpha (got 0.0): alpha is tuned in log space")
     if not math.isfinite(args.cql_target_action_gap):
         errors.append(f"--cql-target-action-gap must be a finite number (got {args.cql_target_action_gap})")
+    if args.online_steps < 0:
+        errors.append(f"--online-steps must be non-negative (got {args.online_steps})")
     if args.cql_max_target_backup and args.backup_entropy:
         errors.append("--cql-max-target-backup takes no --backup-entropy: a max over sampled actions has no single "
                       "log pi(a'|s') to subtract (the paper's code drops the entropy term there too)")
@@ -226,6 +233,10 @@ class Actor(nn.Module):
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """The deterministic action tanh(mu(s)), in the env's units (for evaluation)."""
         return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias
+
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """An action a ~ pi(.|s), in the env's units (for the online phase's data)."""
+        return self.sample(obs)[0] * self.action_scale + self.action_bias
 
 
 class TwinQ(nn.Module):
@@ -470,6 +481,81 @@ class CQL:
                 "cql_gap": (lse + self.log_n_samples - q[..., 0]).mean()}
 
 
+# ALGO LOGIC: offline-to-online fine-tuning (--online-steps): a buffer that holds the offline data and the
+# online transitions alike, and a runner that adds one online transition per call
+class ReplayBuffer:
+    """The offline data followed by room for `online_capacity` online transitions, all preallocated on
+    the data's device and stored as the loader stores the data: observations normalised with the
+    dataset's (fixed) statistics, terminal = 1 only at a termination. Rewards, offline and online
+    alike, are stored as r' = reward_scale * r + reward_shift (a script that preprocesses its rewards
+    passes its scale; 1 and 0 keep them raw). Batches are drawn uniformly over everything stored so far."""
+
+    def __init__(self, data: OfflineDataset, online_capacity: int, reward_scale: float = 1.0,
+                 reward_shift: float = 0.0):
+        n, capacity, device = data.size, data.size + online_capacity, data.observations.device
+
+        def room(offline: torch.Tensor) -> torch.Tensor:
+            buffer = torch.zeros((capacity, *offline.shape[1:]), dtype=torch.float32, device=device)
+            buffer[:n] = offline
+            return buffer
+
+        self.normalize_obs = data.normalize_obs
+        # normalised once here: the hot loop only indexes
+        self.observations = room(data.normalize_obs(data.observations))
+        self.actions = room(data.actions)
+        self.reward_scale, self.reward_shift = reward_scale, reward_shift
+        self.rewards = room(data.rewards * reward_scale + reward_shift)
+        self.next_observations = room(data.normalize_obs(data.next_observations))
+        self.terminals = room(data.terminals)
+        self.size, self.capacity, self.device = n, capacity, device
+
+    def add(self, obs, action, reward: float, next_obs, terminated: bool) -> None:
+        """Append one transition; obs and next_obs raw, as the env returns them."""
+        if self.size == self.capacity:
+            raise RuntimeError(f"the replay buffer is full ({self.capacity} transitions)")
+        i = self.size
+        as_tensor = lambda x: torch.as_tensor(x, dtype=torch.float32, device=self.device)  # noqa: E731
+        self.observations[i] = self.normalize_obs(as_tensor(obs))
+        self.actions[i] = as_tensor(action)
+        # r' = scale r + shift, the preprocessing of the offline rewards
+        self.rewards[i] = self.reward_scale * float(reward) + self.reward_shift
+        self.next_observations[i] = self.normalize_obs(as_tensor(next_obs))
+        # d = 1 only at a termination: a truncated episode still bootstraps from next_obs
+        self.terminals[i] = float(terminated)
+        self.size += 1
+
+    def sample(self, batch_size: int):
+        """(s, a, r, s', d), each (batch_size, ...), drawn uniformly from the stored transitions."""
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device)
+        return (self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx],
+                self.terminals[idx])
+
+
+class OnlineRunner:
+    """One env, stepped once per call with an action sampled from the current policy; each transition
+    goes into the buffer, and a new episode starts after a termination or a truncation."""
+
+    def __init__(self, env: gym.Env, buffer: ReplayBuffer, seed: int):
+        self.env, self.buffer = env, buffer
+        self.obs, _ = env.reset(seed=seed)  # later resets continue this seeded stream
+        self.episode_return = 0.0
+
+    @torch.no_grad()
+    def step(self, actor: Actor) -> Optional[float]:
+        """One env step and its transition stored; returns the episode's return when the episode ended."""
+        obs_t = self.buffer.normalize_obs(torch.as_tensor(self.obs, dtype=torch.float32, device=self.buffer.device))
+        action = actor.explore(obs_t[None])[0].cpu().numpy().astype(self.env.action_space.dtype)
+        next_obs, reward, terminated, truncated, _ = self.env.step(action)
+        self.buffer.add(self.obs, action, reward, next_obs, terminated)
+        self.episode_return += float(reward)
+        if not (terminated or truncated):
+            self.obs = next_obs
+            return None
+        finished, self.episode_return = self.episode_return, 0.0
+        self.obs, _ = self.env.reset()
+        return finished
+
+
 # TRY NOT TO MODIFY: the Monte-Carlo returns behind values/mc_return, evaluation, checkpoints and logging
 def discounted_returns(data: OfflineDataset, gamma: float) -> torch.Tensor:
     """The dataset's Monte-Carlo return of every transition, G_t = r_t + gamma G_{t+1} within its episode.
@@ -612,6 +698,15 @@ if __name__ == "__main__":
             data.set_eval_env_kwargs(json.loads(args.eval_env_kwargs))
     except DatasetError as e:
         sys.exit(f"error: {e}")
+    # Evaluation and --online-steps both run the dataset's env: fail now, not after training.
+    try:
+        online_env = data.make_env()
+    except Exception as e:
+        sys.exit(f"error: cannot make the environment of '{args.dataset_id}', which evaluation and --online-steps "
+                 f"run ({type(e).__name__}: {e}). The dataset must record an env spec "
+                 f"(minari's env= / eval_env= when it was created) whose env is installed here.")
+    if args.online_steps == 0 or checkpoint is not None:
+        online_env.close()
 
     run_name = f"{args.dataset_id}__{args.exp_name}__{args.seed}__{int(time.time())}".replace("/", "-")
     run_dir = os.path.join("runs", run_name)
@@ -645,36 +740,54 @@ if __name__ == "__main__":
 
     agent = CQL(data.obs_dim, data.act_dim, args, data.action_low, data.action_high, device)
     actor = agent.actor
-    # Normalise once: the hot loop only indexes. The critics see actions in [-1, 1]^d, like the actor's.
-    observations = data.normalize_obs(data.observations)
-    next_observations = data.normalize_obs(data.next_observations)
-    actions = ((data.actions - actor.action_bias) / actor.action_scale).clamp(-1.0, 1.0)
-    rewards, terminals = data.rewards, data.terminals
+    # The offline data, then room for the online transitions; observations normalised once here.
+    buffer = ReplayBuffer(data, args.online_steps)
+    runner = OnlineRunner(online_env, buffer, args.seed) if args.online_steps > 0 else None
+    total_steps = args.total_steps + args.online_steps
+
+    def unit_actions(actions: torch.Tensor) -> torch.Tensor:
+        """The critics see actions in [-1, 1]^d, like the actor's."""
+        return ((actions - actor.action_bias) / actor.action_scale).clamp(-1.0, 1.0)
+
     mc_returns = discounted_returns(data, args.gamma)  # once per dataset, for values/mc_return
 
     history, best_score, train_time, evaluations = [], -math.inf, 0.0, 0
+    online_returns, offline_final_score = [], None
     t_start = t_log = t_print = time.time()
     mode = "offline SAC (alpha = 0)" if not agent.use_cql else "CQL"
-    print(f"Training {mode} on {args.dataset_id} for {args.total_steps} steps on {device} ({run_dir})")
-    for step in range(1, args.total_steps + 1):
-        idx = torch.randint(0, data.size, (args.batch_size,), device=device)
-        metrics = agent.update(observations[idx], actions[idx], rewards[idx], next_observations[idx], terminals[idx])
+    print(f"Training {mode} on {args.dataset_id} for {args.total_steps} offline steps"
+          + (f" + {args.online_steps} online steps" if args.online_steps else "") + f" on {device} ({run_dir})")
+    for step in range(1, total_steps + 1):
+        if step > args.total_steps:  # online: one env step with the current policy, then a gradient step
+            if step == args.total_steps + 1:
+                print(f"Online fine-tuning from step {step}: one env step per gradient step", flush=True)
+                writer.add_text("phase", f"online fine-tuning from step {step}", step)
+            finished = runner.step(actor)
+            if finished is not None:
+                writer.add_scalar("charts/online_episodic_return", finished, step)
+                online_returns.append([step, finished])
+        obs, act, rew, next_obs, done = buffer.sample(args.batch_size)
+        metrics = agent.update(obs, unit_actions(act), rew, next_obs, done)
 
-        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
+        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps or step == total_steps
         if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
-            metrics.update(agent.probe(observations[idx], actions[idx], next_observations[idx]))
+            # values/* on a batch of the offline data, drawn from the logging stream, beside its MC return
+            idx = torch.randint(0, data.size, (args.batch_size,), device=device, generator=agent.log_generator)
+            metrics.update(agent.probe(buffer.observations[idx], unit_actions(buffer.actions[idx]),
+                                       buffer.next_observations[idx]))
             metrics.update(alpha=agent.cql_alpha() if agent.use_cql else torch.zeros(()),
                            entropy_temperature=agent.log_beta.exp())
             values = {k: round(v.item(), 4) for k, v in metrics.items()}
             values["mc_return"] = round(mc_returns[idx].mean().item(), 4)
             for k, v in values.items():
                 writer.add_scalar(f"values/{k}" if k.startswith(("q_", "mc_")) else f"losses/{k}", v, step)
+            writer.add_scalar("charts/env_steps", buffer.size - data.size, step)
             now = time.time()
             train_time += now - t_log
             t_log = now
             sps = round(step / train_time, 1)
             writer.add_scalar("charts/SPS", sps, step)
-            line = (f"step {step}/{args.total_steps} | SPS {sps} | Q(s,a_data) {values['q_data']:.1f} "
+            line = (f"step {step}/{total_steps} | SPS {sps} | Q(s,a_data) {values['q_data']:.1f} "
                     f"| MC return {values['mc_return']:.1f} | gap {values['cql_gap']:.2f}")
             if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
                 print(line, flush=True)
@@ -691,6 +804,8 @@ if __name__ == "__main__":
                 writer.add_scalar("eval/normalized_score", scores.mean(), step)
                 best_score = max(best_score, float(scores.mean()))
             history.append([step, float(returns.mean()), None if scores is None else float(scores.mean())])
+            if step == args.total_steps:
+                offline_final_score = history[-1][2]
             print(f"{line} | {score_text(returns, scores)}", flush=True)
             if args.save_model:
                 save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
@@ -702,11 +817,17 @@ if __name__ == "__main__":
                 })
             t_log = t_print = time.time()  # evaluation time does not count in SPS
 
-    write_summary(run_dir, {
-        "algorithm": "cql", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
+    if runner is not None:
+        runner.env.close()
+    summary = {
+        "algorithm": "cql", "dataset_id": args.dataset_id, "seed": args.seed, "steps": total_steps,
         "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
         "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,
         "sps": sps, "wall_time_s": round(time.time() - t_start, 1), "eval_history": history,
-        "final_values": values,
-    })
+        "final_values": values, "online_steps": args.online_steps,
+    }
+    if args.online_steps > 0:
+        summary.update({"offline_steps": args.total_steps, "online_episode_returns": online_returns,
+                        "offline_final_normalized_score": offline_final_score})
+    write_summary(run_dir, summary)
     writer.close()

@@ -1,21 +1,24 @@
 """cql.py: each exercise against values worked out by hand or by brute force; the critic's loss, the max
 backup, the Polyak step and the Lagrangian's step through the agent, with target critics that differ
-from the online ones; logging that leaves training alone; the Monte-Carlo returns; an empirical
-conservatism check against offline SAC on real (tiny) data; end to end with checkpoint reload; bad input."""
+from the online ones; logging that leaves training alone; the Monte-Carlo returns; the online phase's
+buffer and env runner against a stub env; an empirical conservatism check against offline SAC on real
+(tiny) data; end to end offline and offline-to-online with checkpoint reload; bad input."""
 
 import math
 import os
 import subprocess
 import sys
+import warnings
 from types import SimpleNamespace
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import cql
-from common.datasets import load_dataset
-from testdata import ROOT, read_summary, run_script
+from common.datasets import OfflineDataset, load_dataset
+from testdata import ROOT, read_summary, rollout_pendulum, run_script, write_dataset
 
 SMALL = ["--hidden-dim", 32, "--critic-layers", 2, "--actor-layers", 2, "--cql-n-actions", 3]
 
@@ -345,6 +348,119 @@ def test_monte_carlo_returns_by_hand():
     assert g[3] == pytest.approx(-1 + 0.5 * g[4])
 
 
+# ---------------------------------------------------------------- the online phase: buffer and runner
+
+def tiny_dataset(n=4) -> OfflineDataset:
+    """n transitions with distinct rows (rewards 1..n), obs mean (1, 2, 3), std (2, 4, 8), actions in [-2, 2]."""
+    obs = torch.arange(n * 3, dtype=torch.float32).reshape(n, 3)
+    return OfflineDataset(
+        dataset_id="test/stub/tiny-v0", observations=obs, actions=torch.linspace(-2, 2, n)[:, None],
+        rewards=torch.arange(1, n + 1, dtype=torch.float32), next_observations=obs + 100.0,
+        terminals=torch.zeros(n), truncations=torch.zeros(n), episode_starts=torch.tensor([0]),
+        episode_lengths=torch.tensor([n]), episode_returns=torch.tensor([0.0]),
+        obs_mean=torch.tensor([1.0, 2.0, 3.0]), obs_std=torch.tensor([2.0, 4.0, 8.0]),
+        action_low=-2 * torch.ones(1), action_high=2 * torch.ones(1), ref_min_score=None, ref_max_score=None,
+        ref_source="none", max_episode_steps=None, make_env=lambda **_: StubEnv(),
+    )
+
+
+class StubEnv(gym.Env):
+    """Observation (episode, t, 10 t + a); reward = t. Episode 0 is truncated after 3 steps, every later
+    one terminates after 2. Records the actions it receives and the resets."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+
+    def __init__(self):
+        self.episode, self.actions, self.reset_seeds = -1, [], []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.episode, self.t = self.episode + 1, 0
+        self.reset_seeds.append(seed)
+        return np.array([self.episode, 0.0, 0.0], np.float32), {}
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        self.t += 1
+        obs = np.array([self.episode, self.t, 10.0 * self.t + float(action[0])], np.float32)
+        truncated = self.episode == 0 and self.t == 3
+        terminated = self.episode > 0 and self.t == 2
+        return obs, float(self.t), terminated, truncated, {}
+
+
+class FixedActor:
+    """explore() = 1.5 (a sample, in the env's units), act() = -0.9 (the mean): the runner must explore."""
+
+    def explore(self, obs):
+        return torch.full((obs.shape[0], 1), 1.5)
+
+    def act(self, obs):
+        return torch.full((obs.shape[0], 1), -0.9)
+
+
+def test_online_transitions_are_stored_as_the_loader_stores_data():
+    data = tiny_dataset()
+    buffer = cql.ReplayBuffer(data, online_capacity=6)
+    env = StubEnv()
+    runner = cql.OnlineRunner(env, buffer, seed=5)
+    finished = [runner.step(FixedActor()) for _ in range(5)]
+
+    # episode 0: three steps, truncated; episode 1: two steps, terminated
+    assert finished == [None, None, 6.0, None, 3.0], f"episode returns 1+2+3 and 1+2 at their last steps, got {finished}"
+    assert env.reset_seeds == [5, None, None], "seeded once from --seed, then the episodes continue its stream"
+    assert [float(a[0]) for a in env.actions] == [1.5] * 5, "the env gets actor.explore(s), not the mean action"
+    assert buffer.size == data.size + 5
+    new = slice(data.size, data.size + 5)
+    raw_obs = torch.tensor([[0, 0, 0], [0, 1, 11.5], [0, 2, 21.5], [1, 0, 0], [1, 1, 11.5]])
+    raw_next = torch.tensor([[0, 1, 11.5], [0, 2, 21.5], [0, 3, 31.5], [1, 1, 11.5], [1, 2, 21.5]])
+    mean, std = data.obs_mean, data.obs_std
+    # observations normalised with the dataset's statistics, as the loader's are
+    torch.testing.assert_close(buffer.observations[new], (raw_obs - mean) / std)
+    # the truncated step keeps its own next observation (0, 3, 31.5), not the next episode's first
+    torch.testing.assert_close(buffer.next_observations[new], (raw_next - mean) / std)
+    # d = 1 only where the episode terminated: the truncation at step 3 bootstraps
+    assert buffer.terminals[new].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0], (
+        f"terminal flags of the online transitions: expected 1 only at the termination, got {buffer.terminals[new].tolist()}")
+    assert buffer.rewards[new].tolist() == [1.0, 2.0, 3.0, 1.0, 2.0]
+    # actions in the env's units, as the dataset's are (the training loop scales both to [-1, 1] alike)
+    assert buffer.actions[new, 0].tolist() == [1.5] * 5
+    torch.testing.assert_close(buffer.actions[: data.size], data.actions)
+    torch.testing.assert_close(buffer.observations[: data.size], data.normalize_obs(data.observations))
+    torch.testing.assert_close(buffer.next_observations[: data.size], data.normalize_obs(data.next_observations))
+
+
+def test_batches_come_only_from_the_transitions_stored_so_far():
+    torch.manual_seed(0)
+    buffer = cql.ReplayBuffer(tiny_dataset(n=4), online_capacity=100)
+    buffer.add(np.array([1.0, 2.0, 3.0]), np.array([0.25]), 7.0, np.array([1.0, 2.0, 3.0]), False)
+    rewards = buffer.sample(4000)[2]
+    counts = {r: int((rewards == r).sum()) for r in (1.0, 2.0, 3.0, 4.0, 7.0)}
+    assert sum(counts.values()) == 4000, f"batches drew empty rows beyond the 5 stored transitions: {counts}"
+    assert all(600 < c < 1000 for c in counts.values()), f"draws should be uniform over the 5 transitions: {counts}"
+
+
+def test_explore_samples_the_policy_in_the_envs_units():
+    # A policy with mu(s) = 1, sigma(s) = e^-1 in every state, in an action box [-2, 2]: the sampled
+    # actions are a = 2 tanh(u), u ~ N(1, e^-2), whose mean 2 E[tanh u] is worked out on a fine grid.
+    actor = cql.Actor(3, 1, 16, 2, -2 * torch.ones(1), 2 * torch.ones(1))
+    with torch.no_grad():
+        for head, bias in ((actor.mean, 1.0), (actor.log_std, -1.0)):
+            head.weight.zero_()
+            head.bias.fill_(bias)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        a = actor.explore(torch.randn(20_000, 3))[:, 0]
+    u = np.linspace(1 - 8 * math.exp(-1), 1 + 8 * math.exp(-1), 100_001)
+    density = np.exp(-0.5 * ((u - 1) / math.exp(-1)) ** 2) / (math.exp(-1) * math.sqrt(2 * math.pi))
+    expected = 2 * np.trapezoid(np.tanh(u) * density, u)  # about 1.48
+    assert a.abs().max() <= 2.0, f"explore: actions must stay in the box [-2, 2], got max |a| {a.abs().max():.3f}"
+    assert a.mean().item() == pytest.approx(expected, abs=0.01), (
+        f"explore: mu 1, sigma e^-1, box [-2, 2]: the mean sampled action should be 2 E[tanh u] = {expected:.3f}, "
+        f"got {a.mean().item():.3f}")
+    assert a.std().item() > 0.1, f"explore must sample from pi, not return the mean action: std {a.std().item():.4f}"
+
+
 # ---------------------------------------------------------------- runs of the script
 
 def dataset_q_and_mc(run, dataset_id):
@@ -419,6 +535,10 @@ def test_end_to_end_lagrange_moves_alpha_toward_the_target_and_checkpoint_reload
     if direction == "falls":
         return  # one run checks the rest
     assert summary["steps"] == 300 and len(summary["eval_history"]) == 2
+    # without --online-steps: the usual summary plus "online_steps": 0
+    assert summary["online_steps"] == 0
+    assert not {"offline_steps", "online_episode_returns", "offline_final_normalized_score"} & set(summary)
+    assert "Online fine-tuning" not in out.stdout
     assert math.isfinite(summary["final_normalized_score"]) and summary["sps"] > 0
     assert list(run.glob("events.out.tfevents.*"))
     assert "step 300/300" in out.stdout
@@ -451,7 +571,56 @@ def test_offline_sac_end_to_end(pendulum_mixed, run_dir):
     assert all(math.isfinite(v) for v in summary["final_values"].values())
 
 
+def test_offline_then_online_end_to_end(pendulum_expert, run_dir):
+    # 150 offline steps, then 200 online iterations: Pendulum's episodes last 200 steps (a truncation),
+    # so exactly one online episode ends, at step 350. Evaluations every 100 steps across both phases,
+    # at the end of the offline phase and at the last step.
+    out = run_script("cql.py", "--dataset-id", pendulum_expert, "--total-steps", 150, "--online-steps", 200,
+                     "--eval-freq", 100, "--eval-episodes", 1, "--batch-size", 32, "--no-cuda", *SMALL, cwd=run_dir)
+    assert out.returncode == 0, out.stderr
+    run, summary = read_summary(run_dir)
+    assert summary["steps"] == 350 and summary["offline_steps"] == 150 and summary["online_steps"] == 200
+    steps = [h[0] for h in summary["eval_history"]]
+    assert steps == [100, 150, 200, 300, 350], (
+        f"one evaluation schedule through both phases: expected [100, 150, 200, 300, 350], got {steps}")
+    assert summary["offline_final_normalized_score"] == summary["eval_history"][1][2]
+    assert summary["final_normalized_score"] == summary["eval_history"][-1][2]
+    [(step, ret)] = summary["online_episode_returns"]
+    assert step == 350 and -2000 < ret <= 0, f"one online episode of 200 steps ending at step 350: {summary['online_episode_returns']}"
+    assert "Online fine-tuning from step 151" in out.stdout
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run))
+    events.Reload()
+    online = events.Scalars("charts/online_episodic_return")
+    assert [(e.step, e.value) for e in online] == [(350, pytest.approx(ret))]
+    env_steps = {e.step: e.value for e in events.Scalars("charts/env_steps")}
+    assert env_steps[150] == 0 and env_steps[350] == 200, env_steps
+
+
+@pytest.fixture(scope="module")
+def dataset_without_env(pendulum_refs):
+    """Pendulum episodes stored without an env spec: nothing to evaluate in or fine-tune online."""
+    episodes, _ = rollout_pendulum(2, 0.2, seed=4)
+    env = gym.make("Pendulum-v1")
+    with warnings.catch_warnings():  # Minari warns that the dataset has no env spec: that is the point
+        warnings.simplefilter("ignore")
+        write_dataset("test/pendulum/noenv-cql-v0", episodes, None, observation_space=env.observation_space,
+                      action_space=env.action_space, ref_min_score=pendulum_refs[0], ref_max_score=pendulum_refs[1])
+    return "test/pendulum/noenv-cql-v0"
+
+
+def test_a_dataset_whose_env_cannot_be_made_is_a_clear_error(dataset_without_env, run_dir):
+    out = run_script("cql.py", "--dataset-id", dataset_without_env, "--online-steps", 100, "--no-cuda", cwd=run_dir)
+    assert out.returncode != 0
+    assert f"cannot make the environment of '{dataset_without_env}'" in out.stderr, out.stderr[-2000:]
+    assert "env spec" in out.stderr and "Traceback" not in out.stderr
+    assert not (run_dir / "runs").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--online-steps", "-1"], "--online-steps must be non-negative (got -1)"),
     (["--cql-alpha", "-1"], "--cql-alpha must be >= 0 (got -1.0)"),
     (["--cql-alpha", "nan"], "--cql-alpha must be >= 0 (got nan)"),
     (["--cql-lagrange", "--cql-alpha", "0"], "--cql-lagrange needs a positive starting --cql-alpha"),
@@ -486,6 +655,7 @@ def test_any_finite_target_gap_is_accepted():
      "--tau must be in (0, 1] (got 2.0)\n       --cql-lagrange needs a positive starting --cql-alpha"),
     (["--dataset-id", "nonsense"], "is not a Minari dataset id"),
     (["--cql-n-actions", "abc"], "cql-n-actions"),
+    (["--online-steps", "-5"], "--online-steps must be non-negative (got -5)"),
 ])
 def test_bad_input_stops_the_script_and_writes_nothing(flags, message, pendulum_expert, run_dir):
     out = run_script("cql.py", "--dataset-id", pendulum_expert, "--no-cuda", *flags, cwd=run_dir)

@@ -2,7 +2,10 @@
 actions (values/q_data) against the dataset's Monte-Carlo return of the same states (values/mc_return).
 
     python docs/figures/plot_cql_values.py runs/<alpha-0 run> runs/<alpha-5 run> --labels "alpha = 0" "alpha = 5" \
-        --out docs/img/cql_q_vs_mc.png
+        --out q_vs_mc.png
+
+A tool for your own runs (it reads their TensorBoard logs); the figures of docs/cql.md are drawn from
+committed numbers by docs/figures/cql_alpha.py.
 
 Each run gets one colour: a solid line for Q(s, a) on dataset actions, a dashed one for the Monte-Carlo
 return. `--ymax-line` draws the largest value any policy could reach (max reward / (1 - gamma)).
@@ -33,7 +36,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories of cql.py (runs/<run_name>)")
     parser.add_argument("--labels", nargs="+", help="one label per run (default: the run names)")
-    parser.add_argument("--out", default="docs/img/cql_q_vs_mc.png", help="where to write the PNG")
+    parser.add_argument("--out", default="q_vs_mc.png", help="where to write the PNG")
     parser.add_argument("--title", default="Q on dataset actions vs. the dataset's Monte-Carlo return")
     parser.add_argument("--ymax-line", type=float, default=None,
                         help="draw a horizontal line here (e.g. max reward / (1 - gamma))")
@@ -66,7 +69,7 @@ def main(argv=None) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out, dpi=120)
+    fig.savefig(args.out, dpi=120, bbox_inches="tight")  # the legend below the axes stays inside the image
     print(f"wrote {args.out}")
 
 
