@@ -120,8 +120,8 @@ def draw(groups: dict, out: Path) -> None:
     axes[1].set_title("(b) online episodes (sampled actions)")
     axes[1].set_xlim(switch - 0.02 * (end - switch), end + 0.02 * (end - switch))
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, [label + ": mean, band = min-max over seeds" for label in labels],
-               loc="lower center", ncol=len(labels), frameon=False)
+    # the caption under the figure in docs/offline_to_online.md says: mean over seeds, band = min to max
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
