@@ -80,7 +80,7 @@ def collect(workdir: Path, run: bool) -> dict:
 
 
 def draw(data: dict, out: str) -> None:
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
     colours = {"bc": "tab:gray", "iql": "tab:red"}
     styles = {"local/hopper/expert-v0": "-", "local/hopper/medium-expert-v0": "--"}
     for r in data["runs"]:
@@ -98,7 +98,7 @@ def draw(data: dict, out: str) -> None:
     ax.set_ylabel("normalised score (mean ± s.e., 10 episodes)")
     ax.set_title(f"Trained 20k steps, seed {data['seed']}; the same start-state seeds at every noise")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", fontsize=9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)  # outside: never over the data
     fig.text(0.99, 0.01, "python docs/figures/failure_coverage.py", ha="right", fontsize=8, color="0.4")
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     fig.savefig(out, dpi=110)
