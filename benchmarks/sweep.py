@@ -23,7 +23,9 @@ bc10="--top-fraction 0.1"`. docs/sweeps.md explains the local, Ray, cluster and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import fcntl
 import json
 import math
 import os
@@ -155,9 +157,20 @@ def failure_path(out: Path, run: dict) -> Path:
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # a temporary name of this process's own, then an atomic rename: a reader never sees half a file
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked_history(path: Path):
+    """DIR/sweep.json, read and rewritten under an exclusive lock: two sweeps may share one DIR."""
+    with open(path.with_name(path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        history = json.loads(path.read_text()) if path.exists() else {"invocations": []}
+        yield history
+        write_json(path, history)
 
 
 def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
@@ -332,13 +345,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # DIR/sweep.json: every invocation appended, with how it ended (the report lists the commands).
     history_path = out / "sweep.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else {"invocations": []}
     entry = {"command": shlex.join(["python", "-m", "benchmarks.sweep", *argv]),
              "settings": vars(args),
              "started": datetime.datetime.now().isoformat(timespec="seconds"), "runs": len(runs),
              "already_done": len(runs) - len(todo)}
-    history["invocations"].append(entry)
-    write_json(history_path, history)
+    with locked_history(history_path) as history:
+        history["invocations"].append(entry)
+        index = len(history["invocations"]) - 1
 
     print(f"{len(runs)} runs ({len(labels)} scripts x {len(set(args.datasets))} datasets x "
           f"{len(set(args.seeds))} seeds): {len(runs) - len(todo)} already done, {len(todo)} to run with the "
@@ -361,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
         entry.update(finished=datetime.datetime.now().isoformat(timespec="seconds"), status=status,
                      done=progress.done, failed=[failure_path(out, r).name for r in progress.failed])
-        write_json(history_path, history)
+        with locked_history(history_path) as history:  # re-read: another sweep may have appended meanwhile
+            history["invocations"][index] = entry
 
     if status == "interrupted":
         print(f"\nInterrupted: {progress.done}/{len(runs)} runs done and kept; the same command resumes the sweep.")

@@ -225,3 +225,22 @@ def test_sweep_of_the_real_bc(pendulum_expert, tmp_path):
     # the report reads the real summary format
     text = report.page(report.find_runs([str(out)]), [str(out)], str(tmp_path / "r.md"), str(tmp_path / "img"))
     assert f"| `{pendulum_expert}` | bc | 1 | 200 | {summary['final_normalized_score']:.1f} |" in text, text
+
+
+def test_two_sweeps_share_one_folder(fake_root, tmp_path):
+    # Pieces of a grid may run side by side into one DIR: neither may lose the other's sweep.json entry.
+    out = tmp_path / "sweep"
+    first = subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", "--scripts", "bc", "--datasets", "d/a-v0",
+                              "--seeds", *map(str, range(10)), "--out", str(out), "--jobs", "1",
+                              "--scripts-root", str(fake_root)], cwd=testdata.REPO)
+    deadline = time.time() + 60
+    while not (out / "sweep.json").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert sweep.main(["--scripts", "iql", "--datasets", "d/a-v0", "--seeds", "0", "--out", str(out),
+                       "--scripts-root", str(fake_root)]) == 0
+    assert first.poll() is None, "the first sweep should still be running when the second ends"
+    assert first.wait(timeout=120) == 0
+    history = json.loads((out / "sweep.json").read_text())["invocations"]
+    assert sorted((h["settings"]["scripts"][0], h["status"], h["done"]) for h in history) == [
+        ("bc", "finished", 10), ("iql", "finished", 1)], f"both sweeps should be recorded as finished: {history}"
+    assert not list(out.glob("*.tmp")), "no temporary file should be left behind"
