@@ -8,8 +8,10 @@ Each run is the script itself (`python bc.py --dataset-id D --seed S ...`), so t
 source of truth. Layout of the sweep folder DIR:
 
     DIR/sweep.json                                   the command lines, appended at each invocation
+                                                     (under DIR/sweep.json.lock: sweeps may share DIR)
     DIR/<label>/<dataset>/seed<S>/run.json           what ran: script, dataset, seed, command
     DIR/<label>/<dataset>/seed<S>/output.log         everything the run printed
+    DIR/<label>/<dataset>/seed<S>/run.lock           locked while a sweep runs it (another sweep skips it)
     DIR/<label>/<dataset>/seed<S>/runs/<run_name>/   what the script writes (summary.json, TensorBoard)
     DIR/failures/<label>__<dataset>__seed<S>.log     the last lines of a failed run
 
@@ -191,9 +193,27 @@ def run_one(run: dict, threads: int, on_start=None) -> dict:
     """Run one script to the end in its own folder and process group; never raises for a failed run.
     Self-contained (standard library only): Ray ships it to worker processes."""
     run_dir = Path(run["dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # Another sweep into the same DIR may hold this run: leave it to that one (held until this function returns).
+    lock = open(run_dir / "run.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return {"ok": False, "busy": True, "returncode": None, "seconds": 0.0, "tail": "", "final": None}
+    except OSError:
+        pass  # a file system without locks (some network mounts): run unguarded
+    with lock:
+        summary = finished_summary(run_dir)
+        if summary is not None:  # finished by another sweep since this one started
+            return {"ok": True, "returncode": 0, "seconds": 0.0, "tail": "",
+                    "final": json.loads(summary.read_text()).get("final_normalized_score")}
+        return run_locked(run, run_dir, threads, on_start)
+
+
+def run_locked(run: dict, run_dir: Path, threads: int, on_start) -> dict:
     # A run killed before its summary leaves TensorBoard files only: start from a clean folder.
     shutil.rmtree(run_dir / "runs", ignore_errors=True)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, run["script_path"], *run["args"]]
     write_json(run_dir / "run.json", {
         "label": run["label"], "script": run["script"], "dataset_id": run["dataset_id"], "seed": run["seed"],
@@ -237,13 +257,16 @@ class Progress:
 
     def __init__(self, out: Path, total: int, already: int, to_run: int):
         self.out, self.total, self.done, self.to_run = out, total, already, to_run
-        self.finished_now, self.failed, self.t0 = 0, [], time.time()
+        self.finished_now, self.failed, self.busy, self.t0 = 0, [], [], time.time()
 
     def record(self, run: dict, result: dict) -> None:
         self.finished_now += 1
         name = f"{run['label']} on {run['dataset_id']}, seed {run['seed']}"
         failure = failure_path(self.out, run)
-        if result["ok"]:
+        if result.get("busy"):
+            self.busy.append(run)
+            what = "skipped: another sweep into this folder is running it"
+        elif result["ok"]:
             self.done += 1
             failure.unlink(missing_ok=True)  # an earlier failure of this run is history now
             what = f"final {result['final']:.1f}" if result["final"] is not None else "done"
@@ -382,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     for run in progress.failed:
         print(f"FAILED: {run['label']} on {run['dataset_id']}, seed {run['seed']}: {failure_path(out, run)}")
+    for run in progress.busy:
+        print(f"SKIPPED: {run['label']} on {run['dataset_id']}, seed {run['seed']}: another sweep is running it; "
+              f"run this command again once it ends")
     print(f"{progress.done}/{len(runs)} runs done, {len(progress.failed)} failed. "
           f"Report: python -m benchmarks.report {shlex.quote(args.out)}")
     return 1 if progress.failed else 0

@@ -244,3 +244,25 @@ def test_two_sweeps_share_one_folder(fake_root, tmp_path):
     assert sorted((h["settings"]["scripts"][0], h["status"], h["done"]) for h in history) == [
         ("bc", "finished", 10), ("iql", "finished", 1)], f"both sweeps should be recorded as finished: {history}"
     assert not list(out.glob("*.tmp")), "no temporary file should be left behind"
+
+
+def test_a_run_under_way_in_another_sweep_is_skipped(fake_root, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    first = subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", "--scripts", "bc", "--datasets", "d/slow-v0",
+                              "--seeds", "0", "--out", str(out), "--scripts-root", str(fake_root)],
+                             cwd=testdata.REPO)
+    try:
+        deadline = time.time() + 60
+        while not (fake_root / "slow.pid").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert (fake_root / "slow.pid").exists(), "the slow fake run never started"
+        rc = sweep.main(["--scripts", "bc", "--datasets", "d/slow-v0", "d/a-v0", "--seeds", "0", "--out", str(out),
+                         "--scripts-root", str(fake_root)])
+        assert rc == 0, "a run skipped because another sweep holds it is not a failure"
+        assert "SKIPPED: bc on d/slow-v0, seed 0: another sweep is running it" in capsys.readouterr().out
+        assert first.poll() is None and (out / "bc" / "d-slow-v0" / "seed0" / "runs").exists(), (
+            "the second sweep must neither stop the first one's run nor clear its folder")
+        assert [c.split()[1] for c in calls(fake_root)] == ["d/slow-v0", "d/a-v0"], calls(fake_root)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
