@@ -68,29 +68,21 @@ def collect(workdir: Path) -> dict:
     return out
 
 
-def draw(data: dict) -> None:
-    bc = float(np.mean(data["bc_final"]))
-    print("| seed | evaluations (every 1,000 steps) | final (step 5,000) | best |")
-    print("| --- | --- | --- | --- |")
-    finals = []
-    for r in data["default_runs"]:
-        v = [h[2] for h in r["eval_history"]]
-        finals.append(v[-1])
-        print(f"| {r['seed']} | {', '.join(f'{x:.1f}' for x in v)} | {v[-1]:.1f} | {max(v):.1f} |")
-    print(f"| mean ± std | | **{np.mean(finals):.1f} ± {np.std(finals):.1f}** | |")
-    print(f"BC (bc.py defaults, 50k steps), final over {len(data['bc_final'])} seeds: "
-          f"{', '.join(f'{x:.1f}' for x in data['bc_final'])}; mean {bc:.1f}\n")
-
+def phi_runs(data: dict) -> tuple[int, list[dict]]:
+    """The length of the runs with another Phi, and every run cut to it (the default runs as Phi = 0.05)."""
     steps = max(h[0] for r in data["phi_runs"] for h in r["eval_history"]) if data["phi_runs"] else 3000
     runs = [dict(r, phi=0.05, eval_history=[h for h in r["eval_history"] if h[0] <= steps])
             for r in data["default_runs"]]
-    runs += data["phi_runs"]
+    return steps, runs + data["phi_runs"]
+
+
+def draw(data: dict) -> None:
+    bc = float(np.mean(data["bc_final"]))
+    steps, runs = phi_runs(data)
     phis = sorted({r["phi"] for r in runs})
     cmap = plt.get_cmap("viridis")
     colour = {phi: cmap(i / max(1, len(phis) - 1)) for i, phi in enumerate(phis)}
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    print(f"| $\\Phi$ | seed | evaluations (every 1,000 steps) | final (step {steps:,}) |")
-    print("| --- | --- | --- | --- |")
     for x, phi in enumerate(phis):
         group = [r for r in runs if r["phi"] == phi]
         for r in group:
@@ -98,7 +90,6 @@ def draw(data: dict) -> None:
             left.plot([x], [v[-1]], "o", color=colour[phi], ms=6, alpha=0.8)
             right.plot(s, v, "o-", color=colour[phi], lw=1.5, ms=3, alpha=0.8,
                        label=f"$\\Phi$ = {phi:g}" + (" (default)" if phi == 0.05 else "") + f", seed {r['seed']}")
-            print(f"| {phi:g} | {r['seed']} | {', '.join(f'{y:.1f}' for y in v)} | {v[-1]:.1f} |")
         if len(group) > 1:
             left.plot([x], [np.mean([r["eval_history"][-1][2] for r in group])], "_", color="k", ms=16, mew=2)
     for ax in (left, right):
@@ -121,8 +112,31 @@ def draw(data: dict) -> None:
     print(f"wrote {IMG.relative_to(ROOT)}")
 
 
+def table(data: dict) -> None:
+    """The two tables of docs/bcq.md: the default runs (Results) and the runs with another Phi."""
+    print("\n| seed | evaluations (every 1,000 steps) | final (step 5,000) | best |")
+    print("| --- | --- | --- | --- |")
+    finals = []
+    for r in data["default_runs"]:
+        v = [h[2] for h in r["eval_history"]]
+        finals.append(v[-1])
+        print(f"| {r['seed']} | {', '.join(f'{x:.1f}' for x in v)} | {v[-1]:.1f} | {max(v):.1f} |")
+    print(f"| mean ± std | | **{np.mean(finals):.1f} ± {np.std(finals):.1f}** | |")
+    print(f"BC (bc.py defaults, 50k steps), final over {len(data['bc_final'])} seeds: "
+          f"{', '.join(f'{x:.1f}' for x in data['bc_final'])}; mean {np.mean(data['bc_final']):.1f}")
+    steps, runs = phi_runs(data)
+    print(f"\n| $\\Phi$ | seed | evaluations (every 1,000 steps) | final (step {steps:,}) |")
+    print("| --- | --- | --- | --- |")
+    for phi in sorted({r["phi"] for r in runs}):
+        for r in (r for r in runs if r["phi"] == phi):
+            v = [h[2] for h in r["eval_history"]]
+            print(f"| {phi:g} | {r['seed']} | {', '.join(f'{y:.1f}' for y in v)} | {v[-1]:.1f} |")
+
+
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--collect", metavar="W", type=Path, help="the folder holding the sweeps bcq_default and bcq_phi")
     cli = p.parse_args()
-    draw(collect(cli.collect) if cli.collect else json.loads(DATA.read_text()))
+    data = collect(cli.collect) if cli.collect else json.loads(DATA.read_text())
+    draw(data)
+    table(data)

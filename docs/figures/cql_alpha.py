@@ -67,7 +67,8 @@ def plot() -> None:
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    runs = json.load(open(DATA))["runs"]
+    data = json.load(open(DATA))
+    runs = data["runs"]
     kinds = [k for k in KINDS if any(kind(r["dataset_id"]) == k for r in runs)]
 
     # 1. final score against alpha; offline SAC (alpha 0) at the left edge; the Lagrangian at its final alpha
@@ -132,7 +133,15 @@ def plot() -> None:
     fig.savefig(os.path.join(IMG, "cql_q_vs_mc.png"), dpi=120, bbox_inches="tight")
     print("wrote docs/img/cql_q_vs_mc.png")
 
-    # 3. the table: final score, mean over seeds (seeds in brackets), per dataset and setting
+    table(data)
+
+
+def table(data: dict) -> None:
+    """The tables of docs/cql.md: the final score per dataset and setting (the first also in
+    docs/overview.md), and the defaults' runs on the default data."""
+    runs = data["runs"]
+    kinds = [k for k in KINDS if any(kind(r["dataset_id"]) == k for r in runs)]
+    # final score, mean over seeds (seeds in brackets), per dataset and setting
     labels = sorted({r["label"] for r in runs}, key=lambda l: (l == "lag", float(l[1:]) if l != "lag" else 0))
     names = {l: ("Lagrangian" if l == "lag" else ("0 (SAC)" if float(l[1:]) == 0 else l[1:])) for l in labels}
     print("\n| dataset | " + " | ".join(f"alpha {names[l]}" if l != "lag" else names[l] for l in labels) + " |")
@@ -150,7 +159,7 @@ def plot() -> None:
             cells.append(cell)
         print(f"| {k} | " + " | ".join(cells) + " |")
 
-    # 4. the default settings (alpha 5) on the default data, every seed
+    # the default settings (alpha 5) on the default data, every seed
     default = sorted((r for r in runs if r["label"] == "a5" and kind(r["dataset_id"]) == "medium-replay"),
                      key=lambda r: r["seed"])
     if default:

@@ -62,28 +62,33 @@ def scores(run: dict) -> list[float]:
     return [h[2] for h in run["eval_history"]]
 
 
-def draw(data: dict) -> None:
+def table(data: dict) -> None:
+    """The two tables of docs/td3_bc.md (Results): every run, then the final scores over seeds."""
     alphas = sorted({r["alpha"] for r in data["runs"]})
-    print("| run | seed | every 5k steps | final | best |")
+    print("\n| run | seed | every 5k steps | final | best |")
     print("| --- | --- | --- | --- | --- |")
-    finals, bests = {}, {}
+    finals = {}
     for a in alphas:
         for r in (r for r in data["runs"] if r["alpha"] == a):
             v = scores(r)
             finals.setdefault(a, []).append(v[-1])
-            bests.setdefault(a, []).append(max(v))
             every = ", ".join(f"{x:.1f}" for x in v)
             print(f"| TD3+BC $\\alpha = {a:g}$ | {r['seed']} | {every} | {v[-1]:.1f} | {max(v):.1f} |")
     bc = [scores(r)[-1] for r in data["bc"]]
     print(f"| BC (`bc.py` defaults, 50k steps) | {', '.join(str(r['seed']) for r in data['bc'])} | | "
           f"{', '.join(f'{x:.1f}' for x in bc)} | |")
-    print()
-    print("| run | seeds | final, mean ± std over seeds |")
+    print("\n| run | seeds | final, mean ± std over seeds |")
     print("| --- | --- | --- |")
     for a in alphas:
         print(f"| TD3+BC $\\alpha = {a:g}$ | {len(finals[a])} | {np.mean(finals[a]):.1f} ± {np.std(finals[a]):.1f} |")
     print(f"| BC | {len(bc)} | {np.mean(bc):.1f} ± {np.std(bc):.1f} |")
 
+
+def draw(data: dict) -> None:
+    alphas = sorted({r["alpha"] for r in data["runs"]})
+    finals = {a: [scores(r)[-1] for r in data["runs"] if r["alpha"] == a] for a in alphas}
+    bests = {a: [max(scores(r)) for r in data["runs"] if r["alpha"] == a] for a in alphas}
+    bc = [scores(r)[-1] for r in data["bc"]]
     fig, ax = plt.subplots(figsize=(8, 4))
     for x, a in enumerate(alphas):
         ax.plot([x] * len(finals[a]), finals[a], "o", color="C0", alpha=0.7,
@@ -110,4 +115,6 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--collect", metavar="W", type=Path, help="the sweep folder holding the td3_bc<alpha> runs")
     cli = p.parse_args()
-    draw(collect(cli.collect) if cli.collect else json.loads(DATA.read_text()))
+    data = collect(cli.collect) if cli.collect else json.loads(DATA.read_text())
+    draw(data)
+    table(data)

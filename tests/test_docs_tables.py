@@ -1,0 +1,147 @@
+"""The result tables pasted in the docs pages are the ones the figure scripts print from their committed
+JSON (docs/figures/data/<script>.json): each must appear in its page verbatim, as consecutive lines.
+Nothing is trained, fetched or drawn: each script is imported from its path (its `__main__` guard
+keeps the command line out) and only its `table` function runs, on the loaded JSON."""
+
+import contextlib
+import functools
+import importlib.util
+import io
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]  # the docs are the repository's, never a student's copy
+FIGURES = REPO / "docs" / "figures"
+
+# (script, which of the tables its `table` prints (0 = first), the page that shows that table)
+TABLES = [
+    ("bc_quality", 0, "bc.md"),
+    ("failure_coverage", 0, "overview.md"),
+    ("failure_quality", 0, "overview.md"),
+    ("failure_shift", 0, "overview.md"),
+    ("offline_to_online", 0, "offline_to_online.md"),
+    ("cql_alpha", 0, "cql.md"),
+    ("cql_alpha", 0, "overview.md"),
+    ("cql_alpha", 1, "cql.md"),
+    ("bcq_phi", 0, "bcq.md"),
+    ("bcq_phi", 1, "bcq.md"),
+    ("td3_bc_alpha", 0, "td3_bc.md"),
+    ("td3_bc_alpha", 1, "td3_bc.md"),
+]
+
+
+def command(script: str) -> str:
+    """The command that prints the script's tables (and redraws its figure) from the committed JSON."""
+    return f"python docs/figures/{script}.py" + (" plot" if script == "cql_alpha" else "")
+
+
+@functools.lru_cache(maxsize=None)
+def load(script: str):
+    """The figure script as a module, imported from its path; failure_runs.py, which some import, sits
+    beside them."""
+    spec = importlib.util.spec_from_file_location(f"docs_figures_{script}", FIGURES / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(FIGURES))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(FIGURES))
+    return module
+
+
+@functools.lru_cache(maxsize=None)
+def tables(script: str) -> tuple[tuple[str, ...], ...]:
+    """Each Markdown table (its consecutive `|` lines) that the script's `table` prints or returns."""
+    module = load(script)
+    data = json.loads((FIGURES / "data" / f"{script}.json").read_text())
+    if script == "offline_to_online":
+        data = module.by_label(data["runs"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        returned = module.table(data)
+    blocks, block = [], []
+    for line in (out.getvalue() + "\n" + (returned or "")).splitlines():
+        if line.startswith("|"):
+            block.append(line)
+        elif block:
+            blocks.append(tuple(block))
+            block = []
+    if block:
+        blocks.append(tuple(block))
+    return tuple(blocks)
+
+
+def find(block: tuple[str, ...], lines: list[str]) -> int | None:
+    """Index of the first page line where `block` starts, as consecutive lines; None if nowhere."""
+    for i in range(len(lines) - len(block) + 1):
+        if tuple(lines[i:i + len(block)]) == block:
+            return i
+    return None
+
+
+def mismatch(block: tuple[str, ...], lines: list[str]) -> str:
+    """Where the page's table that starts with the same header differs from `block`, in words."""
+    starts = [i for i, line in enumerate(lines) if line == block[0]]
+    if not starts:
+        return "the page has no table with this header line"
+    i = starts[0]
+    shown = lines[i:i + len(block)]
+    diffs = [f"  line {i + 1 + k}: page has      {got!r}\n{' ' * len(str(i + 1 + k))}         script prints {want!r}"
+             for k, (got, want) in enumerate(zip(shown + [""] * len(block), block)) if got != want]
+    return "the table under the same header differs:\n" + "\n".join(diffs)
+
+
+@pytest.mark.parametrize("script, index, page", TABLES, ids=[f"{s}[{i}]->{p}" for s, i, p in TABLES])
+def test_page_shows_the_table_of_the_committed_json(script, index, page):
+    blocks = tables(script)
+    assert index < len(blocks), (
+        f"`{command(script)}` prints {len(blocks)} table(s); docs/{page} is expected to show table {index + 1}")
+    block = blocks[index]
+    lines = (REPO / "docs" / page).read_text().splitlines()
+    if find(block, lines) is None:
+        pytest.fail(
+            f"docs/{page} does not show, line for line, table {index + 1} of `{command(script)}` (made from "
+            f"docs/figures/data/{script}.json, which is the truth): run that command and paste its table into "
+            f"the page in place of the old one; {mismatch(block, lines)}\nexpected:\n" + "\n".join(block))
+
+
+def test_every_printed_table_is_checked():
+    """A script with a `table` function, or a new table printed by one, must be listed in TABLES."""
+    with_table = sorted(p.stem for p in FIGURES.glob("*.py") if re.search(r"^def table\(", p.read_text(), re.M))
+    listed = {s for s, _, _ in TABLES}
+    assert set(with_table) == listed, (
+        f"figure scripts with a table function: {with_table}; tests/test_docs_tables.py checks {sorted(listed)}: "
+        f"add each missing script's (script, table, page) to TABLES")
+    for script in with_table:
+        checked = {i for s, i, _ in TABLES if s == script}
+        assert checked == set(range(len(tables(script)))), (
+            f"`{command(script)}` prints {len(tables(script))} table(s), TABLES checks tables {sorted(checked)} "
+            f"(0 = the first): give every table its page")
+
+
+def test_tables_neither_draw_nor_train():
+    """The tables come from the JSON alone: no figure is left open (and nothing else was run to get them)."""
+    for script in sorted({s for s, _, _ in TABLES}):
+        tables(script)
+    if "matplotlib.pyplot" in sys.modules:
+        opened = sys.modules["matplotlib.pyplot"].get_fignums()
+        assert not opened, f"a table function opened figures {opened}: it must only print from the JSON"
+
+
+def test_a_changed_number_is_caught():
+    """The check itself: the same page with one digit of the table changed must fail to match."""
+    block = tables("failure_shift")[0]
+    lines = (REPO / "docs" / "overview.md").read_text().splitlines()
+    i = find(block, lines)
+    assert i is not None, "docs/overview.md does not show the table of `python docs/figures/failure_shift.py`"
+    row = i + 2  # the first row of numbers, under the header and the --- line
+    changed = list(lines)
+    changed[row] = re.sub(r"\d", lambda m: str((int(m.group()) + 1) % 10), lines[row], count=1)
+    assert changed[row] != lines[row] and find(block, changed) is None, (
+        f"a page whose table has one digit changed ({changed[row]!r}) still matched the script's table")
+    assert f"line {row + 1}:" in mismatch(block, changed), (
+        f"the failure message must name page line {row + 1}, the one changed; it says: {mismatch(block, changed)}")
