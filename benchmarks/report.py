@@ -207,12 +207,16 @@ def shown(path: str) -> str:
 
 
 def sweep_commands(dirs: list[str]) -> list[str]:
-    """The commands that made the runs: each sweep's invocations (the same command once), then its collect."""
+    """The commands that made the runs: each sweep's invocations (the same command once), then its collect.
+    An invocation that ended having finished no run (stopped at once, or with everything already done)
+    made nothing on the page and is left out; one that never recorded its end (still running) stays."""
     commands = []
     for d in dirs:
         for path in sorted(Path(d).rglob("sweep.json")):
             history = json.loads(path.read_text())
             for entry in history.get("invocations", []):
+                if "done" in entry and entry["done"] <= entry.get("already_done", 0):
+                    continue
                 if entry["command"] not in commands:
                     commands.append(entry["command"])
             if history.get("collect") and history["collect"] not in commands:

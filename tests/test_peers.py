@@ -1,5 +1,6 @@
 """benchmarks/peers (our scripts beside d3rlpy): the ratio and median logic, the children's default
-environment, our side's step for every algorithm, and docs/benchmarks.md against the committed JSON.
+environment, our side's step for every algorithm, the matrix-product count and replay, and
+docs/benchmarks.md against the committed JSON.
 Needs neither the peers venv nor d3rlpy nor the network."""
 
 import json
@@ -14,7 +15,7 @@ import testdata
 
 # benchmarks/ is the repository's, never a student's copy (see test_sweep.py)
 sys.path.insert(0, str(testdata.REPO))
-from benchmarks.peers import compare, ours, report, settings, timing  # noqa: E402
+from benchmarks.peers import compare, matmuls, ours, report, settings, timing  # noqa: E402
 from benchmarks.peers import data as peer_data  # noqa: E402
 
 sys.path.remove(str(testdata.REPO))
@@ -161,8 +162,64 @@ def test_splice_replaces_only_between_markers():
 
 
 def test_benchmarks_page_matches_the_committed_json():
-    path = testdata.REPO / "benchmarks" / "results" / "speed" / "peers.json"
+    speed = testdata.REPO / "benchmarks" / "results" / "speed"
     page = (testdata.REPO / "docs" / "benchmarks.md").read_text()
-    expected = report.splice(page, report.render(json.loads(path.read_text())))
-    assert page == expected, ("docs/benchmarks.md's d3rlpy table differs from what "
-                              "benchmarks/results/speed/peers.json makes: run `python -m benchmarks.peers.report`")
+    expected = report.splice(page, report.render(json.loads((speed / "peers.json").read_text())))
+    expected = report.splice(expected, report.render_matmuls(json.loads((speed / "matmuls.json").read_text())),
+                             report.MATMULS_BEGIN, report.MATMULS_END)
+    assert page == expected, ("docs/benchmarks.md's d3rlpy tables differ from what benchmarks/results/speed/"
+                              "peers.json and matmuls.json make: run `python -m benchmarks.peers.report`")
+
+
+def test_flops_of_a_step_by_hand():
+    x, w = torch.randn(8, 4), torch.randn(5, 4, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+
+    def step():
+        (torch.nn.functional.linear(x, w, b) ** 2).sum().backward()
+
+    # forward x w^T: 2 * 8 * 4 * 5 = 320; backward: dL/dw = g^T x, 320 more; x needs no gradient
+    assert matmuls.step_flops(step) == 640
+    calls = matmuls.record(step)
+    assert [str(f) for f, _, _ in calls] == ["aten.addmm.default", "aten.mm.default"], calls
+    (bias, left, right), (grad_left, grad_right) = calls[0][1], calls[1][1]
+    assert (bias.shape, left.shape, right.shape, right.stride) == ((5,), (8, 4), (4, 5), (1, 4)), "w^T is a view"
+    assert (grad_left.shape, grad_left.stride, grad_right.shape) == ((5, 8), (1, 5), (8, 4)), "g^T is a view"
+
+
+def test_replay_runs_the_recorded_products_alone():
+    big = torch.randn(512, 512)
+
+    def step():
+        big @ big  # the step is one product: its replay takes about as long as the step
+        torch.ones(1).add_(1)
+
+    calls = matmuls.record(step)
+    assert len(calls) == 1 and calls[0][1][0].shape == (512, 512)
+    broadcast = matmuls.Layout(torch.zeros(5).expand(3, 5)).make()
+    assert broadcast.shape == (3, 5) and broadcast.stride() == (0, 1), "a stride-0 operand keeps its layout"
+    seen = []
+    layout = matmuls.Layout(torch.randn(4, 3).t())
+    seconds = matmuls.replay_seconds([(lambda a, k=0: seen.append((a.shape, a.stride(), k)), (layout,), {"k": 7})],
+                                     seconds=0.01, warmup=2)
+    assert len(seen) >= 5 and set(seen) == {((3, 4), (1, 3), 7)}, "each replay calls the op on its layout"
+    assert 0 < seconds < 1
+    r = matmuls.analyse(step, seconds=0.4)
+    assert r["gflop"] == pytest.approx(2 * 512 ** 3 / 1e9) and r["products"] == 1
+    # wide bounds: the machine may be shared; a replay that skipped the product would give ~0
+    assert 0.2 < r["product_seconds"] * r["sps"] < 3, f"the product is nearly all of this step: {r}"
+    assert r["dtypes"] == ["torch.float32"]
+
+
+def test_summarize_matmuls_by_hand():
+    def side(sps, gflop, product_seconds):
+        return {"sps": sps, "gflop": gflop, "product_seconds": product_seconds, "dtypes": ["torch.float32"]}
+
+    rounds = [{"ours": side(10.0, 7.0, 0.08), "d3rlpy": side(8.0, 7.2, 0.09)},   # ceiling 12.5 / 8 = 1.5625
+              {"ours": side(11.0, 7.0, 0.05), "d3rlpy": side(10.0, 7.2, 0.06)},  # 20 / 10 = 2.0
+              {"ours": side(9.0, 7.0, 0.08), "d3rlpy": side(9.0, 7.2, 0.09)}]    # 12.5 / 9 = 1.389
+    s = compare.summarize_matmuls(rounds, ["ours"])["ours"]
+    assert s["ceiling_ratio"] == pytest.approx(12.5 / 8), f"median of the per-round ceilings: {s}"
+    assert (s["ours_gflop"], s["d3rlpy_gflop"], s["ours_sps"], s["ratio"]) == pytest.approx((7.0, 7.2, 10.0, 1.1))
+    assert s["product_share"] == pytest.approx(0.72) and s["ours_product_ms"] == pytest.approx(80.0)
+    assert s["product_gflops"] == pytest.approx(87.5) and s["rounds"] == 3

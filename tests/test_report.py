@@ -47,7 +47,10 @@ def sweep_dir(tmp_path):
     add_run(out, "iql", HOPPER, 3, final=70.0, best=75.0, ret=1500.0)
     (out / "sweep.json").write_text(json.dumps({"invocations": [
         {"command": "python -m benchmarks.sweep --scripts bc iql --out sweep"},
-        {"command": "python -m benchmarks.sweep --scripts bc iql --out sweep"}]}))
+        {"command": "python -m benchmarks.sweep --scripts bc iql --out sweep"},
+        # stopped before any run finished: it made nothing on the page
+        {"command": "python -m benchmarks.sweep --scripts iql --seeds 9 --out sweep", "status": "interrupted",
+         "already_done": 0, "done": 0}]}))
     return out
 
 
@@ -70,6 +73,7 @@ def test_table_numbers_by_hand(sweep_dir, tmp_path):
     assert row(text, f"`{PENDULUM}`", "bc")[2:] == [
         "2", "500", "60.0 ± 40.0", "65.5 ± 35.5", "-100.0 ± 0.0", "10", ""]
     assert row(text, "iql", "1", "1")[3] == "70.0 [70.0, 70.0]", "one run: the IQM is that run, with no spread"
+    assert "--seeds 9" not in text, "an invocation that finished no run should not be listed"
     assert text.count("python -m benchmarks.sweep --scripts bc iql --out sweep") == 1, (
         "a command given twice (a resume) is listed once")
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.peers.ours --algo cql [--variant default] [--seconds 8] [--threads 2]
     python -m benchmarks.peers.ours --algo bcq --profile 5     # the top operators of 5 steps instead
+    python -m benchmarks.peers.ours --algo cql --matmuls       # FLOPs, and the matrix products timed alone
 
 The script is imported as a module and its own pieces run exactly as its main loop runs them: the data
 as tensors (observations normalised once), a batch drawn with torch.randint (through the script's
@@ -18,6 +19,7 @@ from dataclasses import asdict
 import torch
 
 from benchmarks.peers import data as peer_data
+from benchmarks.peers import matmuls
 from benchmarks.peers.settings import SETTINGS
 from benchmarks.peers.timing import emit, measure
 
@@ -157,6 +159,9 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (not timed)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--episodes", type=int, default=None, help="fewer episodes of data (tests)")
+    p.add_argument("--matmuls", action="store_true",
+                   help="instead of timing alone: FLOPs per step and the step's matrix products timed alone "
+                        "(benchmarks/peers/matmuls.py)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="instead of timing: the top operators of N steps after the warm-up (torch.profiler)")
     cli = p.parse_args()
@@ -173,6 +178,11 @@ if __name__ == "__main__":
             for _ in range(cli.profile):
                 step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        sys.exit(0)
+    if cli.matmuls:
+        measure(step, 0.0, cli.warmup)
+        emit({**matmuls.analyse(step, cli.seconds), "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "load_average": os.getloadavg()[0]})
         sys.exit(0)
     result = measure(step, cli.seconds, cli.warmup)
     emit({**result, "keep_freed_memory": step.keep_freed_memory, "torch": torch.__version__,

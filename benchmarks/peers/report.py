@@ -1,9 +1,10 @@
-"""The table of docs/benchmarks.md that sets our scripts beside d3rlpy, made from the committed JSON.
+"""The tables of docs/benchmarks.md that set our scripts beside d3rlpy, made from the committed JSON.
 
-    python -m benchmarks.peers.report [--json benchmarks/results/speed/peers.json] [--page docs/benchmarks.md]
+    python -m benchmarks.peers.report [--json benchmarks/results/speed/peers.json]
+                                      [--matmuls-json benchmarks/results/speed/matmuls.json] [--page docs/benchmarks.md]
     python -m benchmarks.peers.report --check     # exit 1 if the page differs from what the JSON makes
 
-Rewrites only the lines between the two marker comments of the page.
+Rewrites only the lines between each table's two marker comments on the page.
 """
 
 import argparse
@@ -14,8 +15,12 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 JSON = os.path.join(REPO, "benchmarks", "results", "speed", "peers.json")
 PAGE = os.path.join(REPO, "docs", "benchmarks.md")
+MATMULS_JSON = os.path.join(REPO, "benchmarks", "results", "speed", "matmuls.json")
 BEGIN = "<!-- peers:begin (made by `python -m benchmarks.peers.report` from benchmarks/results/speed/peers.json) -->"
 END = "<!-- peers:end -->"
+MATMULS_BEGIN = ("<!-- matmuls:begin (made by `python -m benchmarks.peers.report` from "
+                 "benchmarks/results/speed/matmuls.json) -->")
+MATMULS_END = "<!-- matmuls:end -->"
 
 
 def flags(args: dict) -> str:
@@ -72,17 +77,42 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def splice(page: str, section: str) -> str:
+def render_matmuls(results: dict) -> str:
+    m, p = results["machine"], results["protocol"]
+    lines = [
+        MATMULS_BEGIN,
+        "",
+        f"{m['cpu']}, {m['cores']} cores, {m['threads']} torch thread{'s' * (m['threads'] != 1)} per process, "
+        f"torch {m['torch']}; {p['rounds_done']} rounds (of {p['rounds']} asked), each side in a fresh process, "
+        f"started {p['started']} (load average {m['load_average_at_start']:.1f}). Medians over the rounds.",
+        "",
+        "| script | GFLOP per step, ours / d3rlpy | steps/s, ours / d3rlpy | our products alone, ms per step "
+        "| their share of our step | GFLOP/s in them | **ceiling: our products alone / d3rlpy's step** |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for e in results["algorithms"].values():
+        for label, s in e.get("summary", {}).items():
+            variant = f" ({label.split(' ', 1)[1]})" if " " in label else ""
+            lines.append(
+                f"| `{e['script']}`{variant} | {s['ours_gflop']:.2f} / {s['d3rlpy_gflop']:.2f} "
+                f"| {rate(s['ours_sps'])} / {rate(s['d3rlpy_sps'])} ({s['ratio']:.2f}x) | {s['ours_product_ms']:.1f} "
+                f"| {s['product_share']:.0%} | {s['product_gflops']:.0f} | **{s['ceiling_ratio']:.2f}x** |")
+    lines += ["", MATMULS_END]
+    return "\n".join(lines)
+
+
+def splice(page: str, section: str, begin: str = BEGIN, end_marker: str = END) -> str:
     """The page with the text between the markers (markers included) replaced by `section`."""
-    start, end = page.find(BEGIN), page.find(END)
+    start, end = page.find(begin), page.find(end_marker)
     if start < 0 or end < start:
-        raise ValueError(f"the page lacks the markers {BEGIN!r} ... {END!r}")
-    return page[:start] + section + page[end + len(END):]
+        raise ValueError(f"the page lacks the markers {begin!r} ... {end_marker!r}")
+    return page[:start] + section + page[end + len(end_marker):]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", default=JSON)
+    p.add_argument("--matmuls-json", default=MATMULS_JSON)
     p.add_argument("--page", default=PAGE)
     p.add_argument("--check", action="store_true", help="only compare; exit 1 where the page is stale")
     cli = p.parse_args(argv)
@@ -91,6 +121,9 @@ def main(argv=None) -> int:
     with open(cli.page) as f:
         page = f.read()
     new = splice(page, section)
+    if os.path.exists(cli.matmuls_json):
+        with open(cli.matmuls_json) as f:
+            new = splice(new, render_matmuls(json.load(f)), MATMULS_BEGIN, MATMULS_END)
     if cli.check:
         if new != page:
             print(f"{cli.page} differs from what {cli.json} makes: run python -m benchmarks.peers.report")
@@ -98,7 +131,7 @@ def main(argv=None) -> int:
         return 0
     with open(cli.page, "w") as f:
         f.write(new)
-    print(f"wrote the d3rlpy table of {cli.page}")
+    print(f"wrote the d3rlpy tables of {cli.page}")
     return 0
 
 

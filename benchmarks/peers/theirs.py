@@ -17,6 +17,7 @@ import d3rlpy
 import torch
 
 from benchmarks.peers import data as peer_data
+from benchmarks.peers import matmuls
 from benchmarks.peers.settings import SETTINGS
 from benchmarks.peers.timing import emit, measure
 
@@ -49,6 +50,9 @@ if __name__ == "__main__":
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds (not timed)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--episodes", type=int, default=None, help="fewer episodes of data (tests)")
+    p.add_argument("--matmuls", action="store_true",
+                   help="instead of timing alone: FLOPs per step and the step's matrix products timed alone "
+                        "(benchmarks/peers/matmuls.py)")
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="instead of timing: the top operators of N updates after the warm-up (torch.profiler)")
     cli = p.parse_args()
@@ -69,6 +73,11 @@ if __name__ == "__main__":
             for _ in range(cli.profile):
                 step()
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
+        raise SystemExit(0)
+    if cli.matmuls:
+        measure(step, 0.0, cli.warmup)
+        emit({**matmuls.analyse(step, cli.seconds), "torch": torch.__version__, "d3rlpy": d3rlpy.__version__,
+              "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0]})
         raise SystemExit(0)
     result = measure(step, cli.seconds, cli.warmup)
     fit_step = measure(lambda: model.update(sample()), cli.seconds / 2, 0.0)  # warm already
