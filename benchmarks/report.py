@@ -233,7 +233,8 @@ def aggregate_section(runs: list[Run], link: dict, name: str, command: str) -> l
     matrices, used, estimates = aggregates(runs)
     if not matrices:
         return ["No run has a normalised score.", ""]
-    lines = ["| script | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| script | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |",
+             "| --- | --- | --- | --- | --- |"]
     for label, scores in matrices.items():
         point, ci = estimates[label]
         cells = [f"{point[i]:.1f} [{ci[0][i]:.1f}, {ci[1][i]:.1f}]" for i in range(2)]
@@ -290,6 +291,12 @@ def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
         *sweep_commands(dirs),
         command,
         "```",
+        "",
+        "`--out` is where a sweep wrote its runs on the machine that ran it (`--collect` copies their summaries",
+        "here); `--scripts-root`, where given, is a second checkout of this repository with the same scripts,",
+        "so that edits to the working tree during a long sweep cannot reach the runs. **wall time** is each run's",
+        "own duration with one torch thread, averaged over seeds; it depends on what else ran beside it (speeds",
+        f"measured alone are in [benchmarks.md]({rel(docs / 'benchmarks.md')})).",
         "",
         "## Per dataset",
         "",

@@ -270,14 +270,18 @@ def test_online_transitions_are_stored_as_the_loader_stores_data():
     raw_obs = torch.tensor([[0, 0, 0], [0, 1, 10.5], [0, 2, 20.5], [1, 0, 0], [1, 1, 10.5]])
     raw_next = torch.tensor([[0, 1, 10.5], [0, 2, 20.5], [0, 3, 30.5], [1, 1, 10.5], [1, 2, 20.5]])
     mean, std = data.obs_mean, data.obs_std
-    # observations normalised with the dataset's statistics, as the loader's are
-    torch.testing.assert_close(buffer.observations[new], (raw_obs - mean) / std)
+    torch.testing.assert_close(buffer.observations[new], (raw_obs - mean) / std, msg=lambda m: (
+        f"online observations must be normalised with the dataset's statistics; {m}"))
     # the truncated step keeps its own next observation (0, 3, 30.5), not the next episode's first
-    torch.testing.assert_close(buffer.next_observations[new], (raw_next - mean) / std)
-    # d = 1 only where the episode terminated: the truncation at step 3 bootstraps
-    assert buffer.terminals[new].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]
-    assert buffer.rewards[new].tolist() == [1.0, 2.0, 3.0, 1.0, 2.0]
-    assert buffer.actions[new, 0].tolist() == [0.5] * 5
+    torch.testing.assert_close(buffer.next_observations[new], (raw_next - mean) / std, msg=lambda m: (
+        f"next observations: a truncated step keeps its own last observation; {m}"))
+    got = buffer.terminals[new].tolist()
+    assert got == [0.0, 0.0, 0.0, 0.0, 1.0], \
+        f"d = 1 only at the termination (step 5); the truncation at step 3 bootstraps: got {got}"
+    got = buffer.rewards[new].tolist()
+    assert got == [1.0, 2.0, 3.0, 1.0, 2.0], f"online rewards stored raw, as the env gave them (1, 2, 3, 1, 2): got {got}"
+    got = buffer.actions[new, 0].tolist()
+    assert got == [0.5] * 5, f"the stored actions are the executed samples, 0.5 each: got {got}"
     # the offline part is the normalised data, untouched
     torch.testing.assert_close(buffer.observations[: data.size], data.normalize_obs(data.observations))
     torch.testing.assert_close(buffer.next_observations[: data.size], data.normalize_obs(data.next_observations))

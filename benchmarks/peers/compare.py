@@ -79,6 +79,7 @@ def summarize(rounds: list[dict], ours: list[str]) -> dict:
         if fit:  # d3rlpy's update with its own sampler, as in its fit loop
             out[label] |= {"d3rlpy_fit_sps": statistics.median(b for _, b in fit),
                            "ratio_fit": statistics.median(a / b for a, b in fit),
+                           "ratio_fit_min": min(a / b for a, b in fit), "ratio_fit_max": max(a / b for a, b in fit),
                            "ratio_fit_cpu": statistics.median(r[label]["cpu_sps"] / r[PEER]["fit_step"]["cpu_sps"]
                                                               for r in rounds if label in r and PEER in r)}
     return out

@@ -65,6 +65,8 @@ def render(results: dict) -> str:
         for label, s in e.get("summary", {}).items():
             variant = f" ({label.split(' ', 1)[1]})" if " " in label else ""
             fit = f"{rate(s['d3rlpy_fit_sps'])} | {s['ratio_fit']:.2f}x" if "d3rlpy_fit_sps" in s else " | "
+            if "ratio_fit_min" in s:
+                fit += f" ({s['ratio_fit_min']:.2f}-{s['ratio_fit_max']:.2f})"
             lines.append(
                 f"| `{e['script']}`{variant} | `{config(e)}` | {rate(s['ours_sps'])} | {rate(s['d3rlpy_sps'])} "
                 f"| **{s['ratio']:.2f}x** ({s['ratio_min']:.2f}-{s['ratio_max']:.2f}) | {fit} |")
