@@ -76,7 +76,8 @@ class Args:
     eval_episodes: int = 10
     """episodes per evaluation, run side by side in a vector env"""
     eval_env_kwargs: Optional[str] = None
-    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass)"""
+    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass);
+    evaluation only: the --online-steps phase collects its data in the dataset's own env, unchanged"""
 
     # Algorithm-specific arguments
     learning_rate: float = 3e-4
@@ -440,7 +441,9 @@ def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) ->
     return checkpoint
 
 
-def write_summary(run_dir: str, summary: dict) -> None:
+def write_summary(run_dir: str, data: OfflineDataset, summary: dict) -> None:
+    # the reference returns behind every normalised score in it: the report pools runs that share them
+    summary = {**summary, "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score}
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
@@ -533,7 +536,7 @@ if __name__ == "__main__":
         seeds = checkpoint["eval_seeds"]
         returns, scores = evaluate(actor, data, seeds, device, video_dir)
         print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
-        write_summary(run_dir, {
+        write_summary(run_dir, data, {
             "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
             "returns": returns.tolist(), "return_mean": float(returns.mean()),
             "normalized_score": None if scores is None else float(scores.mean()),
@@ -616,5 +619,5 @@ if __name__ == "__main__":
     if args.online_steps > 0:
         summary.update({"offline_steps": args.total_steps, "online_episode_returns": online_returns,
                         "offline_final_normalized_score": offline_final_score})
-    write_summary(run_dir, summary)
+    write_summary(run_dir, data, summary)
     writer.close()

@@ -452,7 +452,9 @@ def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) ->
     return checkpoint
 
 
-def write_summary(run_dir: str, summary: dict) -> None:
+def write_summary(run_dir: str, data: OfflineDataset, summary: dict) -> None:
+    # the reference returns behind every normalised score in it: the report pools runs that share them
+    summary = {**summary, "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score}
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
@@ -535,7 +537,7 @@ if __name__ == "__main__":
         seeds = checkpoint["eval_seeds"]
         returns, scores = evaluate(agent.eval_policy(seeds, device), data, seeds, device, video_dir)
         print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
-        write_summary(run_dir, {
+        write_summary(run_dir, data, {
             "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
             "returns": returns.tolist(), "return_mean": float(returns.mean()),
             "normalized_score": None if scores is None else float(scores.mean()),
@@ -596,7 +598,7 @@ if __name__ == "__main__":
                 })
             t_log = t_print = time.time()  # evaluation time does not count in SPS
 
-    write_summary(run_dir, {
+    write_summary(run_dir, data, {
         "algorithm": "bcq", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
         "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
         "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,

@@ -81,7 +81,8 @@ class Args:
     eval_episodes: int = 10
     """episodes per evaluation, run side by side in a vector env"""
     eval_env_kwargs: Optional[str] = None
-    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass)"""
+    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass);
+    evaluation only: the --online-steps phase collects its data in the dataset's own env, unchanged"""
 
     # Algorithm-specific arguments
     gamma: float = 0.99
@@ -346,7 +347,8 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
 
 
 class CQL:
-    """The networks, optimisers and one gradient step of CQL (or of offline SAC when alpha = 0)."""
+    """The networks, optimisers and one gradient step of CQL (or of offline SAC when alpha = 0). Batches
+    come as stored, actions in the env's units; the update scales them to [-1, 1]^d for the critics."""
 
     def __init__(self, obs_dim: int, act_dim: int, args: Args, action_low, action_high, device):
         self.args, self.act_dim = args, act_dim
@@ -371,6 +373,10 @@ class CQL:
         self.log_generator = torch.Generator(device=device).manual_seed(args.seed)
         self.critic_loss_fn = torch.compile(self.critic_loss) if args.compile else self.critic_loss
         self.policy_losses_fn = torch.compile(self.policy_losses) if args.compile else self.policy_losses
+
+    def unit_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions in the env's units -> [-1, 1]^d, where the actor's samples and the uniform proposal live."""
+        return ((actions - self.actor.action_bias) / self.actor.action_scale).clamp(-1.0, 1.0)
 
     def cql_alpha(self) -> torch.Tensor:
         if self.args.cql_lagrange:
@@ -440,7 +446,9 @@ class CQL:
         return loss_pi, loss_beta, log_pi.detach()
 
     def update(self, obs, act, rew, next_obs, done) -> dict:
-        """One gradient step on a batch (actions in [-1, 1]^d). Returns detached tensors, no sync."""
+        """One gradient step on a batch as stored (actions in the env's units). Returns detached tensors, no sync."""
+        # the critics see actions in [-1, 1]^d, like the actor's samples and the uniform proposal
+        act = self.unit_actions(act)
         # 1. the critics: descend on L_TD + alpha sum_i gap_i
         critic_loss, gap = self.critic_loss_fn(obs, act, rew, next_obs, done)
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -474,7 +482,7 @@ class CQL:
         """What the theory talks about, on one batch: mean Q (of the twins) on dataset, uniform and
         policy actions, and the CQL gap in the convention of --cql-target-action-gap. Runs at logging
         steps only, in every mode (alpha = 0 too), on the logging stream (training's is untouched)."""
-        q, lse = self.sampled_q(obs, act, next_obs, self.log_generator)
+        q, lse = self.sampled_q(obs, self.unit_actions(act), next_obs, self.log_generator)
         N = self.args.cql_n_actions
         return {"q_data": q[..., 0].mean(), "q_random": q[..., 1:1 + N].mean(),
                 "q_policy": q[..., 1 + N:1 + 2 * N].mean(),
@@ -635,7 +643,9 @@ def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) ->
     return checkpoint
 
 
-def write_summary(run_dir: str, summary: dict) -> None:
+def write_summary(run_dir: str, data: OfflineDataset, summary: dict) -> None:
+    # the reference returns behind every normalised score in it: the report pools runs that share them
+    summary = {**summary, "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score}
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
@@ -729,7 +739,7 @@ if __name__ == "__main__":
         seeds = checkpoint["eval_seeds"]
         returns, scores = evaluate(actor.act, data, seeds, device, video_dir)
         print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
-        write_summary(run_dir, {
+        write_summary(run_dir, data, {
             "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
             "returns": returns.tolist(), "return_mean": float(returns.mean()),
             "normalized_score": None if scores is None else float(scores.mean()),
@@ -744,11 +754,6 @@ if __name__ == "__main__":
     buffer = ReplayBuffer(data, args.online_steps)
     runner = OnlineRunner(online_env, buffer, args.seed) if args.online_steps > 0 else None
     total_steps = args.total_steps + args.online_steps
-
-    def unit_actions(actions: torch.Tensor) -> torch.Tensor:
-        """The critics see actions in [-1, 1]^d, like the actor's."""
-        return ((actions - actor.action_bias) / actor.action_scale).clamp(-1.0, 1.0)
-
     mc_returns = discounted_returns(data, args.gamma)  # once per dataset, for values/mc_return
 
     history, best_score, train_time, evaluations = [], -math.inf, 0.0, 0
@@ -766,15 +771,13 @@ if __name__ == "__main__":
             if finished is not None:
                 writer.add_scalar("charts/online_episodic_return", finished, step)
                 online_returns.append([step, finished])
-        obs, act, rew, next_obs, done = buffer.sample(args.batch_size)
-        metrics = agent.update(obs, unit_actions(act), rew, next_obs, done)
+        metrics = agent.update(*buffer.sample(args.batch_size))
 
         evaluate_now = step % args.eval_freq == 0 or step == args.total_steps or step == total_steps
         if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
             # values/* on a batch of the offline data, drawn from the logging stream, beside its MC return
             idx = torch.randint(0, data.size, (args.batch_size,), device=device, generator=agent.log_generator)
-            metrics.update(agent.probe(buffer.observations[idx], unit_actions(buffer.actions[idx]),
-                                       buffer.next_observations[idx]))
+            metrics.update(agent.probe(buffer.observations[idx], buffer.actions[idx], buffer.next_observations[idx]))
             metrics.update(alpha=agent.cql_alpha() if agent.use_cql else torch.zeros(()),
                            entropy_temperature=agent.log_beta.exp())
             values = {k: round(v.item(), 4) for k, v in metrics.items()}
@@ -829,5 +832,5 @@ if __name__ == "__main__":
     if args.online_steps > 0:
         summary.update({"offline_steps": args.total_steps, "online_episode_returns": online_returns,
                         "offline_final_normalized_score": offline_final_score})
-    write_summary(run_dir, summary)
+    write_summary(run_dir, data, summary)
     writer.close()

@@ -74,7 +74,8 @@ class Args:
     eval_episodes: int = 10
     """episodes per evaluation, run side by side in a vector env"""
     eval_env_kwargs: Optional[str] = None
-    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass)"""
+    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass);
+    evaluation only: the --online-steps phase collects its data in the dataset's own env, unchanged"""
 
     # Algorithm-specific arguments
     learning_rate: float = 3e-4
@@ -100,10 +101,16 @@ class Args:
     return), T the env's time limit (1000 on D4RL locomotion: the paper's x1000), or the longest episode
     where the env has none; antmaze = r - 1; none. Locomotion suits the dense, fixed-horizon Pendulum
     reward of the default data. The online rewards of --online-steps get the same r' = scale r + shift"""
+    actor_lr_schedule: Literal["auto", "cosine", "constant"] = "auto"
+    """the actor's learning rate. auto: as the paper's code, a cosine decay to 0 over --total-steps in an offline run
+    (learner.py's default; CORL) and no decay at all, offline or online, when --online-steps > 0 (the paper's
+    fine-tuning config, configs/antmaze_finetune_config.py: opt_decay_schedule = None). cosine: the decay to 0 over
+    the offline steps even with --online-steps, then held at --learning-rate online (CORL's finetune/iql.py also
+    reaches 0 at the switch, then continues the cosine back up). constant: no decay"""
     online_steps: int = 0
     """after the offline steps, this many iterations of one env step with the current (sampled) policy and one
     gradient step on the offline data plus the online transitions so far, with the same losses and settings
-    (the paper's fine-tuning), the actor's learning rate held at --learning-rate (no decay online); 0 = offline only"""
+    (the paper's fine-tuning; see --actor-lr-schedule for the actor's learning rate); 0 = offline only"""
 
 
 def common_arg_errors(args) -> list[str]:
@@ -309,8 +316,13 @@ class IQL:
         self.v_optimizer = torch.optim.Adam(self.vf.parameters(), lr=args.learning_rate, fused=True)
         self.q_optimizer = torch.optim.Adam(self.qf.parameters(), lr=args.learning_rate, fused=True)
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.learning_rate, fused=True)
-        # the actor's lr decays to 0 along a cosine over the run (paper's code; CORL)
-        self.actor_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, args.total_steps)
+        # the actor's lr decays to 0 along a cosine over the offline steps (paper's code; CORL), except in a
+        # fine-tuning run, whose config in the paper's code sets no decay (--actor-lr-schedule)
+        schedule = args.actor_lr_schedule
+        if schedule == "auto":
+            schedule = "constant" if args.online_steps > 0 else "cosine"
+        self.actor_scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.actor_optimizer, args.total_steps)
+                                if schedule == "cosine" else None)
         # the Polyak update's tensors, listed once rather than at every step
         self.target_params, self.online_params = list(self.qf_target.parameters()), list(self.qf.parameters())
 
@@ -350,8 +362,8 @@ class IQL:
         return loss.detach()
 
     def start_online(self, learning_rate: float) -> None:
-        """The online phase keeps every loss and setting but holds the actor's learning rate constant: the
-        paper's fine-tuning config sets no decay, and the cosine has reached 0 at the switch."""
+        """The online phase keeps every loss and setting and holds the actor's learning rate constant, at
+        --learning-rate (after a cosine of --actor-lr-schedule cosine, which has reached 0 at the switch)."""
         self.actor_scheduler = None
         for group in self.actor_optimizer.param_groups:
             group["lr"] = learning_rate
@@ -533,7 +545,9 @@ def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) ->
     return checkpoint
 
 
-def write_summary(run_dir: str, summary: dict) -> None:
+def write_summary(run_dir: str, data: OfflineDataset, summary: dict) -> None:
+    # the reference returns behind every normalised score in it: the report pools runs that share them
+    summary = {**summary, "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score}
     with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
         json.dump(summary, f, indent=2)
     os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
@@ -627,7 +641,7 @@ if __name__ == "__main__":
         seeds = checkpoint["eval_seeds"]
         returns, scores = evaluate(actor, data, seeds, device, video_dir)
         print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
-        write_summary(run_dir, {
+        write_summary(run_dir, data, {
             "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
             "returns": returns.tolist(), "return_mean": float(returns.mean()),
             "normalized_score": None if scores is None else float(scores.mean()),
@@ -718,5 +732,5 @@ if __name__ == "__main__":
     if args.online_steps > 0:
         summary.update({"offline_steps": args.total_steps, "online_episode_returns": online_returns,
                         "offline_final_normalized_score": offline_final_score})
-    write_summary(run_dir, summary)
+    write_summary(run_dir, data, summary)
     writer.close()

@@ -11,13 +11,14 @@ source of truth. Layout of the sweep folder DIR:
                                                      (under DIR/sweep.json.lock: sweeps may share DIR)
     DIR/<label>/<dataset>/seed<S>/run.json           what ran: script, dataset, seed, command
     DIR/<label>/<dataset>/seed<S>/output.log         everything the run printed
-    DIR/<label>/<dataset>/seed<S>/run.lock           locked while a sweep runs it (another sweep skips it)
+    DIR/<label>/<dataset>/seed<S>/run.lock           locked while the run's script lives (another sweep skips it)
     DIR/<label>/<dataset>/seed<S>/runs/<run_name>/   what the script writes (summary.json, TensorBoard)
     DIR/failures/<label>__<dataset>__seed<S>.log     the last lines of a failed run
 
 A run whose summary.json exists is done and never run again, so the same command resumes a stopped
-sweep. `--scripts` takes the names bc cql bcq iql dt (and td3_bc awac where those files exist), or
-LABEL=NAME to run one script twice under different labels, e.g. `bc bc10=bc --script-args
+sweep; a finished run that another command made (other flags) is refused, never passed off as this
+one. `--scripts` takes the names in SCRIPTS (bc cql bcq iql dt td3_bc awac ..., where the file exists),
+or LABEL=NAME to run one script twice under different labels, e.g. `bc bc10=bc --script-args
 bc10="--top-fraction 0.1"`. docs/sweeps.md explains the local, Ray, cluster and Slurm set-ups;
 `python -m benchmarks.report DIR` turns the summaries into tables and figures.
 """
@@ -44,8 +45,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = {"bc": "bc.py", "cql": "cql.py", "bcq": "bcq.py", "iql": "iql.py", "dt": "decision_transformer.py",
-           "td3_bc": "td3_bc.py", "awac": "awac.py"}
+           "td3_bc": "td3_bc.py", "awac": "awac.py", "mopo": "mopo.py", "combo": "combo.py",
+           "cal_ql": "cal_ql.py", "rlpd": "rlpd.py", "bear": "bear.py", "tt": "trajectory_transformer.py"}
 TAIL_LINES = 30
+EXIT_SKIPPED = 75  # some runs were held by another sweep: nothing failed, run the command again later
 LABEL_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -149,6 +152,27 @@ def plan(args, labels, per_script) -> list[dict]:
     return runs
 
 
+def command(run: dict) -> str:
+    """The run's command line, as run.json records it: a finished run counts only for this exact command."""
+    return shlex.join(["python", run["script"], *run["args"]])
+
+
+def recorded_command(run_dir: str | Path) -> str | None:
+    path = Path(run_dir) / "run.json"
+    return json.loads(path.read_text()).get("command") if path.is_file() else None
+
+
+def mismatches(runs: list[dict]) -> list[str]:
+    """Finished runs in the sweep folder that another command made: resuming must not pass them off as these."""
+    found = []
+    for run in runs:
+        made_by = recorded_command(run["dir"]) if finished_summary(run["dir"]) else None
+        if made_by is not None and made_by != command(run):
+            found.append(f"{run['label']} on {run['dataset_id']}, seed {run['seed']}: finished as `{made_by}`, "
+                         f"asked now as `{command(run)}`")
+    return found
+
+
 def finished_summary(run_dir: str) -> Path | None:
     done = sorted(Path(run_dir).glob("runs/*/summary.json"))
     return done[0] if done else None
@@ -175,18 +199,30 @@ def locked_history(path: Path):
         write_json(path, history)
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)  # signal 0: is anyone in the group left? (sends nothing)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the run's whole process group (the script and anything it started), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
+    """SIGTERM the run's whole process group (the script and anything it started); whatever in the group is
+    still alive after `grace` seconds, the script or a child that outlived it, gets SIGKILL."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        proc.poll()  # reap the script once it exits: a zombie would still count as a member of the group
+        if not group_alive(proc.pid):
             return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def run_one(run: dict, threads: int, on_start=None) -> dict:
@@ -206,23 +242,29 @@ def run_one(run: dict, threads: int, on_start=None) -> dict:
     with lock:
         summary = finished_summary(run_dir)
         if summary is not None:  # finished by another sweep since this one started
+            if recorded_command(run_dir) not in (None, command(run)):
+                return {"ok": False, "returncode": None, "seconds": 0.0, "final": None,
+                        "tail": f"[sweep] another sweep finished this run as `{recorded_command(run_dir)}`, "
+                                f"not `{command(run)}`: choose another --out or label\n"}
             return {"ok": True, "returncode": 0, "seconds": 0.0, "tail": "",
                     "final": json.loads(summary.read_text()).get("final_normalized_score")}
-        return run_locked(run, run_dir, threads, on_start)
+        return run_locked(run, run_dir, threads, on_start, lock)
 
 
-def run_locked(run: dict, run_dir: Path, threads: int, on_start) -> dict:
+def run_locked(run: dict, run_dir: Path, threads: int, on_start, lock) -> dict:
     # A run killed before its summary leaves TensorBoard files only: start from a clean folder.
     shutil.rmtree(run_dir / "runs", ignore_errors=True)
     cmd = [sys.executable, run["script_path"], *run["args"]]
     write_json(run_dir / "run.json", {
         "label": run["label"], "script": run["script"], "dataset_id": run["dataset_id"], "seed": run["seed"],
-        "command": shlex.join(["python", run["script"], *run["args"]])})
+        "command": command(run)})
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     t0 = time.time()
     with open(run_dir / "output.log", "w") as log:
+        # The script inherits the run's lock: should this worker die (a Ray worker lost), the run stays locked for
+        # as long as its script lives, and no other sweep (or retry) starts a second copy in this folder.
         proc = subprocess.Popen(cmd, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True, pass_fds=(lock.fileno(),))
         if on_start is not None:
             on_start(proc)
         try:
@@ -274,7 +316,7 @@ class Progress:
             self.failed.append(run)
             failure.parent.mkdir(exist_ok=True)
             failure.write_text(f"# {name}: exit status {result['returncode']}\n"
-                               f"# command: {shlex.join(['python', run['script'], *run['args']])}\n"
+                               f"# command: {command(run)}\n"
                                f"# folder: {run['dir']}\n{result['tail']}")
             what = f"FAILED (status {result['returncode']}, see {failure})"
         elapsed = time.time() - self.t0
@@ -332,7 +374,9 @@ def launch_ray(todo: list[dict], args, threads: int, progress: Progress) -> None
         # "local": a new instance of our own, even where `ray start` left one (or the file of a dead one)
         ray.init(address=args.ray_address or "local", include_dashboard=False, log_to_driver=False)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # ray.init put its own in: stop cleanly instead
-    task = ray.remote(run_one).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run)
+    # max_retries=0: Ray would rerun a task whose worker died, in the same folder, while the first copy's script
+    # (its own process group) may still run; a lost worker is a failed run here, and the next sweep retries it.
+    task = ray.remote(run_one).options(num_cpus=args.cpus_per_run, num_gpus=args.gpus_per_run, max_retries=0)
     refs = {task.remote(run, threads): run for run in todo}
     pending = list(refs)
     try:
@@ -361,6 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     labels, per_script = check_args(args)
     runs = plan(args, labels, per_script)
     out = Path(args.out).resolve()
+    mismatched = mismatches(runs)
+    if mismatched:
+        shown = mismatched[:5] + ([f"... and {len(mismatched) - 5} more"] if len(mismatched) > 5 else [])
+        sys.exit(f"error: {args.out} holds finished runs made with other flags:\n       " + "\n       ".join(shown) +
+                 "\n       Choose another --out, give these runs another label (LABEL=NAME, e.g. bc_100k=bc), "
+                 "or delete their folders to rerun them.")
     todo = [run for run in runs if finished_summary(run["dir"]) is None]
     threads = max(1, math.floor(args.cpus_per_run))
     jobs = args.jobs or max(1, (os.cpu_count() or 1) // threads)
@@ -396,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         entry.update(finished=datetime.datetime.now().isoformat(timespec="seconds"), status=status,
-                     done=progress.done, failed=[failure_path(out, r).name for r in progress.failed])
+                     done=progress.done, failed=[failure_path(out, r).name for r in progress.failed],
+                     skipped=[failure_path(out, r).stem for r in progress.busy])
         with locked_history(history_path) as history:  # re-read: another sweep may have appended meanwhile
             history["invocations"][index] = entry
 
@@ -408,9 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     for run in progress.busy:
         print(f"SKIPPED: {run['label']} on {run['dataset_id']}, seed {run['seed']}: another sweep is running it; "
               f"run this command again once it ends")
-    print(f"{progress.done}/{len(runs)} runs done, {len(progress.failed)} failed. "
+    skipped = (f", {len(progress.busy)} skipped (another sweep is running them: run this command again once it "
+               f"ends)" if progress.busy else "")
+    print(f"{progress.done}/{len(runs)} runs done, {len(progress.failed)} failed{skipped}. "
           f"Report: python -m benchmarks.report {shlex.quote(args.out)}")
-    return 1 if progress.failed else 0
+    # 75 (EX_TEMPFAIL, "try again later"): nothing failed, but not every run is done yet
+    return 1 if progress.failed else EXIT_SKIPPED if progress.busy else 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-SCRIPTS = ("bc.py", "cql.py", "bcq.py", "iql.py", "decision_transformer.py", "td3_bc.py", "awac.py")
+SCRIPTS = ("bc.py", "cql.py", "bcq.py", "iql.py", "decision_transformer.py", "td3_bc.py", "awac.py",
+           "mopo.py", "combo.py", "cal_ql.py", "rlpd.py", "bear.py", "trajectory_transformer.py")
 BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 
 
@@ -51,6 +52,18 @@ EXERCISES: dict[str, Exercise] = {
     "cql.cql_alpha_loss": Exercise(
         2, 10, "minus alpha' = exp(log_alpha') times (the twins' mean gap minus the target gap)",
         "with `--cql-lagrange`, `losses/alpha` rises while `losses/cql_gap` is above the target and falls below it"),
+    # Cal-QL
+    "cal_ql.calibrated_q": Exercise(
+        1, 5, "the elementwise larger of each policy sample's Q-value and the reference value V^mu of its state, "
+        "broadcast over the two critics and the K samples",
+        "`values/bound_rate` (the `lifted` column of the progress line) is above 0: about 0.1 after 4,000 steps "
+        "on the default data"),
+    # RLPD (rlpd.py)
+    "rlpd.td_target": Exercise(
+        1, 10, "the smaller of the subset's target critics at (s', a'), minus beta log pi(a'|s'), discounted by gamma "
+        "and dropped where the episode terminated, added to the reward",
+        "`losses/critic_loss` stays finite, `values/q_target` tracks `values/q`, and `python rlpd.py` swings the "
+        "pendulum up within a few thousand env steps"),
     # BCQ
     "bcq.vae_loss": Exercise(
         2, 15, "the mean squared error between the decoded and the data's actions, plus kl_weight times the KL of "
@@ -103,6 +116,31 @@ EXERCISES: dict[str, Exercise] = {
     "awac.awac_actor_loss": Exercise(
         1, 5, "minus the batch mean of weight times log pi(a|s) at the dataset's actions",
         "`python awac.py` beats BC on the default medium-replay data"),
+    # BEAR (bear.py)
+    "bear.mmd": Exercise(
+        2, 15, "for each state, the mean of the kernel over all pairs within X, within Y and across; the kernel "
+        "exp(-L1 distance / (2 sigma)) (laplacian) or exp(-squared L2 distance / (2 sigma)) (gaussian); return "
+        "sqrt(kxx + kyy - 2 kxy + 1e-6)",
+        "`losses/mmd` falls during the warm start"),
+    "bear.actor_loss": Exercise(
+        1, 10, "the smaller of the two critics' means over the policy's samples; the loss is the batch mean of "
+        "minus that plus alpha times the MMD, or of alpha times the MMD alone in the warm start",
+        "`values/q_policy` rises after the warm start"),
+    "bear.alpha_loss": Exercise(
+        1, 5, "minus alpha = exp(log alpha) times (the batch mean of the MMD, held fixed, minus epsilon)",
+        "`losses/alpha` rises while `losses/mmd` is above `--epsilon` and falls below it"),
+    # MOPO (mopo.py)
+    "mopo.gaussian_nll": Exercise(
+        2, 10, "per member, the batch and dimension mean of half of ((y - mu)^2 exp(-logvar) + logvar + log 2 pi)",
+        "`losses/model_holdout_nll` falls during the model phase and ends below 0 on the default data"),
+    "mopo.penalized_reward": Exercise(
+        1, 5, "u is the largest, over the members, of the norm of sigma over the outputs; return r - lambda u and u",
+        "`values/penalty` is positive and `values/penalized_reward` sits lambda times it below `values/model_reward`"),
+    # COMBO (combo.py)
+    "combo.combo_regularizer": Exercise(
+        1, 10, "for each critic, the mean of the logsumexp estimate over the model's states minus the mean of Q over "
+        "the dataset's pairs: two means over different samples",
+        "`values/q_model_random` (Q at uniform actions in the model's states) sits below `values/q_real`"),
     # Decision Transformer
     "decision_transformer.returns_to_go": Exercise(
         2, 15, "for every transition, the undiscounted sum of the rewards from it to the end of its own episode "
@@ -119,6 +157,14 @@ EXERCISES: dict[str, Exercise] = {
         2, 20, "put a_t in the last slot, shift every tensor one slot left, and append R_t - scale * r_t, s_{t+1}, "
         "a zero action, t + 1 and True",
         "different `--target-returns` give different returns, a higher target scoring higher within the data's range"),
+    # Trajectory Transformer (trajectory_transformer.py)
+    "trajectory_transformer.bin_edges": Exercise(
+        2, 15, "uniform: V + 1 evenly spaced edges from each column's min to its max; quantile: the sorted column at "
+        "V + 1 evenly spaced indices from 0 to M - 1",
+        "decode(encode(x)) lies within half a bin of x, and quantile bins hold about equally many values"),
+    "trajectory_transformer.beam_score": Exercise(
+        1, 10, "the predicted rewards discounted by gamma^k for k = 0..t, summed, plus gamma^(t+1) times the value",
+        "on a hand-made model the planner finds the best plan, and a value makes a one-step plan look ahead"),
 }
 
 

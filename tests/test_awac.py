@@ -203,6 +203,51 @@ def test_actor_steps_move_the_policy_toward_actions_with_higher_advantage():
     assert mean > 0.8, f"after 150 actor steps the mean action should move toward a = 2 (Q = a), got {mean:.3f}"
 
 
+class CrossingTwinQ(nn.Module):
+    """Q_1(s, a) = w_1 a_0 and Q_2(s, a) = w_2 a_0 + 1 with w_1 = 2, w_2 = 1 as parameters: Q_1 is the smaller
+    for a_0 < 1 and Q_2 for a_0 > 1, so the twins' min is neither head alone; a gradient reaching w shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([2.0, 1.0]))
+
+    def forward(self, obs, actions):
+        return self.w[0] * actions[:, 0], self.w[1] * actions[:, 0] + 1.0
+
+
+def test_actor_step_matches_brute_force_with_constant_weights_from_the_twins_min_at_a_sampled_action():
+    # A(s, a) = min_j Q_j(s, a) - min_j Q_j(s, a~), a~ ~ pi(.|s) (one sample, not the mean), and the weights
+    # w = min(exp(A / lambda), clip) are constants of L_pi = -E[w log pi(a|s)]: no gradient reaches the
+    # critics or, through a~, the actor. Planted bugs, each caught here: A from Q_1 alone; the weights
+    # computed with gradients flowing; V(s) at the mean action mu(s) instead of a sample.
+    torch.manual_seed(0)
+    model = small_agent(awac_lambda=2.0, exp_adv_max=100.0)
+    model.qf = CrossingTwinQ()
+    model.actor_optimizer = torch.optim.SGD(model.actor.parameters(), lr=1.0)  # the step is minus the gradient
+    offset = torch.tensor([[1.5], [-1.0], [0.5], [2.0]])
+    # a~ depends on the actor's parameters, as a reparameterised sample does, yet differs from mu(s)
+    model.actor.sample = lambda o: model.actor(o) + offset
+    obs, actions = torch.randn(4, 3), torch.tensor([[1.8], [-0.5], [0.2], [1.2]])
+    before = [p.detach().clone() for p in model.actor.parameters()]
+    with torch.no_grad():
+        a_tilde = model.actor(obs) + offset
+        q_min = lambda a: torch.minimum(2.0 * a[:, 0], a[:, 0] + 1.0)  # noqa: E731
+        expected_adv = q_min(actions) - q_min(a_tilde)
+        expected_w = torch.exp(expected_adv / 2.0).clamp(max=100.0)
+    probe = copy.deepcopy(model.actor)
+    (-(expected_w * probe.log_prob(obs, actions)).mean()).backward()
+    _, advantage, weights = model.update_actor(obs, actions)
+    assert torch.allclose(advantage, expected_adv, atol=1e-5), (
+        f"AWAC advantage: expected min_j Q_j(s, a) - min_j Q_j(s, a~) at a sampled a~ = {expected_adv.tolist()}, "
+        f"got {advantage.tolist()} (one head alone, or V(s) at the mean action?)")
+    assert torch.allclose(weights, expected_w, rtol=1e-5), f"AWAC weights: expected {expected_w.tolist()}, got {weights.tolist()}"
+    assert model.qf.w.grad is None or not model.qf.w.grad.any(), \
+        "AWAC actor step: a gradient reached the critics: the weights must be constants"
+    for p0, p, ref in zip(before, model.actor.parameters(), probe.parameters()):
+        assert torch.allclose(p0 - p.detach(), ref.grad, atol=1e-5), \
+            "AWAC actor step: the actor's gradient differs from that of -mean(w log pi) with w held constant"
+
+
 # ---------------------------------------------------------------- the online phase: buffer and runner
 
 def tiny_dataset(n=4) -> OfflineDataset:

@@ -276,6 +276,21 @@ def test_max_target_backup_matches_brute_force():
         f"max backup: expected the TD loss with y from min_i max_k Qbar_i(s', a'_k), {td:.5f}, got {loss.item():.5f}")
 
 
+def test_update_scales_the_stored_actions_to_the_unit_box():
+    """Batches come as stored, in the env's units (the box here is [-2, 2]^2); the critics must see a / 2,
+    where the actor's samples and the uniform proposal live. Fails if the update hands the stored actions
+    to the critics unscaled."""
+    agent = small_agent()
+    obs, act, rew, next_obs, done = batch()
+    torch.manual_seed(3)
+    expected, _ = agent.critic_loss(obs, act, rew, next_obs, done)  # act already in [-1, 1]
+    torch.manual_seed(3)
+    metrics = agent.update(obs, 2.0 * act, rew, next_obs, done)
+    assert metrics["critic_loss"].item() == pytest.approx(expected.item(), rel=1e-6), (
+        "update: the critics should see the stored actions scaled to [-1, 1]^d: expected the critic loss "
+        f"{expected.item():.6f} of the scaled batch, got {metrics['critic_loss'].item():.6f}")
+
+
 def test_polyak_update_moves_the_target_toward_the_updated_critic():
     agent = small_agent(tau=0.1)
     with torch.no_grad():  # a target that differs from the online critic
@@ -302,7 +317,7 @@ def test_lagrange_step_compares_the_gap_in_the_papers_convention(between, direct
     log_3n = math.log(9)
     agent.args.cql_target_action_gap = gap.mean().item() + between * log_3n
     torch.manual_seed(11)  # the update draws the same samples first
-    metrics = agent.update(obs, act, rew, next_obs, done)
+    metrics = agent.update(obs, 2.0 * act, rew, next_obs, done)  # the same actions in the env's units, [-2, 2]
     expected_loss = -2.0 * (1 - between) * log_3n  # -alpha (gap + log 3N - tau)
     assert metrics["alpha_loss"].item() == pytest.approx(expected_loss, rel=1e-4), (
         f"dual loss: expected -alpha (gap + log 3N - tau) = {expected_loss:.4f}, got {metrics['alpha_loss'].item():.4f}")

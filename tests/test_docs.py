@@ -78,3 +78,78 @@ def test_relink_moves_references_with_their_lines():
     assert "| t | `b`, line 4; `c`, lines 4-5 |" in out, out
     assert "| u | `d`, line 4 |" in out and len(problems) == 1, "a changed line must be reported, not moved"
     assert "| v | line 2 |" in out, "only the equation-to-code tables are renumbered"
+
+
+# The common layout of an algorithm page (CleanRL's pages are the model): a title, one short paragraph
+# with the paper, then exactly these sections in this order (### subsections inside them are free).
+LAYOUT = ["The idea", "The objective", "From equation to code", "Usage", "Logged metrics",
+          "Implementation details", "Results", "References"]
+SCRIPTS = sorted(p.stem for p in REPO.glob("*.py"))
+
+
+def _sections(text: str) -> tuple[list[str], dict[str, str], str]:
+    """The page's `## ` headings in order, each section's text, and the text before the first one;
+    lines inside code fences are never headings."""
+    headings, bodies, current, fenced, preamble = [], {}, None, False, []
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and line.startswith("## "):
+            current = line[3:].strip()
+            headings.append(current)
+            bodies[current] = ""
+            continue
+        if current is None:
+            preamble.append(line)
+        else:
+            bodies[current] += line + "\n"
+    return headings, bodies, "\n".join(preamble)
+
+
+def layout_problems(name: str, text: str) -> list[str]:
+    script = name.removesuffix(".md") + ".py"
+    headings, bodies, preamble = _sections(text)
+    found = []
+    if not text.startswith("# "):
+        found.append("the page must open with its `# ` title")
+    if headings != LAYOUT:
+        found.append(f"its `##` sections are {headings}; the layout is {LAYOUT} (speed and profiling go to "
+                     "docs/benchmarks.md, other sections become `###` subsections of these)")
+    intro = [line for line in preamble.splitlines()[1:] if line.strip()]
+    if not intro or "arxiv.org" not in " ".join(intro) or any(line.startswith(("#", "```")) for line in intro):
+        found.append("under the title: one short paragraph with the paper and its arXiv link, no heading, no code")
+    if "From equation to code" in bodies and f"`{script}`" not in bodies["From equation to code"].split("\n|")[0] + \
+            "".join(line for line in bodies["From equation to code"].splitlines() if line.startswith("|")):
+        found.append(f"'From equation to code' needs a table whose header names `{script}`")
+    if "Usage" in bodies and not re.search(rf"```bash\n(?:.*\n)*?python {re.escape(script)}", bodies["Usage"]):
+        found.append(f"'Usage' needs a ```bash block with the default run, `python {script}`")
+    if "References" in bodies and "](http" not in bodies["References"] and "<http" not in bodies["References"]:
+        found.append("'References' needs the papers, with links")
+    return found
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_algorithm_page_has_the_common_layout(script):
+    page = REPO / "docs" / f"{script}.md"
+    assert page.exists(), f"{script}.py has no page docs/{script}.md"
+    problems = layout_problems(page.name, page.read_text())
+    assert not problems, f"docs/{page.name}: " + "; ".join(problems)
+
+
+def test_the_layout_check_catches_a_page_out_of_order():
+    good = (REPO / "docs" / "bc.md").read_text()
+    assert layout_problems("bc.md", good) == []
+    swapped = good.replace("## Usage\n", "## Speed\n", 1)
+    assert any("layout is" in p for p in layout_problems("bc.md", swapped))
+    no_paper = good.replace("arxiv.org", "example.org")
+    assert any("arXiv" in p for p in layout_problems("bc.md", no_paper))
+    no_run = good.replace("python bc.py", "python other.py")
+    assert any("default run" in p for p in layout_problems("bc.md", no_run))
+
+
+def test_no_page_cites_an_article_readers_do_not_have():
+    """Readers have the papers, not our tutorial: a claim cites a paper, or is ours beside its run."""
+    pages = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md", *sorted((REPO / "benchmarks" / "results").glob("*.md"))]
+    found = [f"{p.relative_to(REPO)}:{n}: {line.strip()}" for p in pages
+             for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bthe article\b", line, re.I)]
+    assert not found, "cite the paper (authors, year, arXiv) instead of 'the article':\n" + "\n".join(found)

@@ -447,8 +447,35 @@ def test_batches_come_only_from_the_transitions_stored_so_far():
     assert all(600 < c < 1000 for c in counts.values()), f"draws should be uniform over the 5 transitions: {counts}"
 
 
+@pytest.mark.parametrize("online_steps, schedule, offline_lrs", [
+    (0, "auto", [3e-4 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(1, 5)]),  # offline run: cosine to 0
+    (10, "auto", [3e-4] * 4),      # fine-tuning run: the paper's fine-tuning config, no decay at all
+    (10, "constant", [3e-4] * 4),
+    (10, "cosine", [3e-4 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(1, 5)]),
+])
+def test_actor_learning_rate_schedule_offline_and_online(online_steps, schedule, offline_lrs):
+    """--actor-lr-schedule auto follows the paper's code: a cosine to 0 in an offline run, a constant rate
+    through both phases of a fine-tuning run. Fails if a fine-tuning run decays the actor's rate offline."""
+    model = make_iql(total_steps=4, online_steps=online_steps, actor_lr_schedule=schedule)
+    obs, actions = torch.zeros(8, 3), torch.zeros(8, 1)
+    lrs = []
+    for _ in range(4):
+        model.update(obs, actions, torch.zeros(8), obs, torch.zeros(8))
+        lrs.append(model.actor_optimizer.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs, offline_lrs, atol=1e-12, err_msg=(
+        f"--online-steps {online_steps}, --actor-lr-schedule {schedule}: the actor's rate after each offline step"))
+    if online_steps == 0:
+        return
+    model.start_online(3e-4)
+    online = []
+    for _ in range(3):
+        model.update(obs, actions, torch.zeros(8), obs, torch.zeros(8))
+        online.append(model.actor_optimizer.param_groups[0]["lr"])
+    assert online == [3e-4] * 3, f"online, the actor's learning rate must stay at --learning-rate 3e-4, got {online}"
+
+
 def test_online_phase_holds_the_actor_learning_rate_constant():
-    model = make_iql(total_steps=4)
+    model = make_iql(total_steps=4, online_steps=3, actor_lr_schedule="cosine")
     obs, actions = torch.zeros(8, 3), torch.zeros(8, 1)
     for _ in range(4):  # the offline cosine ends at 0
         model.update(obs, actions, torch.zeros(8), obs, torch.zeros(8))
@@ -531,14 +558,14 @@ def test_offline_then_online_end_to_end(pendulum_expert, run_dir):
     env_steps = {e.step: e.value for e in events.Scalars("charts/env_steps")}
     assert env_steps[250] == 0 and env_steps[450] == 200, env_steps
     lrs = {e.step: e.value for e in events.Scalars("charts/actor_lr")}
-    assert lrs[250] == pytest.approx(0.0, abs=1e-9) and lrs[450] == pytest.approx(3e-4), \
-        f"the actor's lr: the cosine ends at 0 at the switch, then stays at 3e-4 online; got {lrs}"
+    assert lrs[250] == pytest.approx(3e-4) and lrs[450] == pytest.approx(3e-4), \
+        f"the actor's lr in a fine-tuning run (--actor-lr-schedule auto): 3e-4 throughout, as the paper's fine-tuning config; got {lrs}"
 
-    # the offline phase is exactly an offline-only run of 250 steps: same batches, same schedule
+    # the offline phase is exactly an offline-only run of 250 steps with the same (constant) schedule
     offline_dir = run_dir / "offline"
     offline_dir.mkdir()
     out = run_script("iql.py", "--dataset-id", pendulum_expert, "--total-steps", 250, "--eval-freq", 150,
-                     "--eval-episodes", 2, "--no-cuda", cwd=offline_dir)
+                     "--eval-episodes", 2, "--actor-lr-schedule", "constant", "--no-cuda", cwd=offline_dir)
     assert out.returncode == 0, out.stderr
     _, offline = read_summary(offline_dir)
     assert offline["online_steps"] == 0

@@ -52,7 +52,7 @@ def test_the_loader_loads_it_with_reference_scores(built, root):
     assert built == [STITCH, WHOLE]
     data = load_dataset(STITCH, "cpu", verbose=False)
     # Dict observation flattened in sorted keys: achieved_goal (2), desired_goal (2), observation (4)
-    assert (data.obs_dim, data.act_dim, data.num_episodes) == (8, 2, 3 * TINY.pieces)
+    assert (data.obs_dim, data.act_dim, data.num_episodes) == (8, 2, len(mm.STITCH_PIECES) * TINY.pieces)
     assert data.ref_source == "dataset" and data.ref_min_score < data.ref_max_score
     assert data.max_episode_steps == 300
     np.testing.assert_allclose(data.observations[:, :2], data.observations[:, 4:6])  # achieved_goal = x, y
@@ -77,6 +77,21 @@ def test_no_episode_goes_from_the_start_to_the_goal(built):
         f"expected {TINY.pieces} episodes reaching the goal and {TINY.pieces} leaving the start, got {reached}, {starts}"
     # the control does hold whole start-to-goal episodes
     assert any(_cell(e.observations["achieved_goal"][0]) == MAZE.start and e.terminations[-1] for e in _episodes(WHOLE))
+
+
+def test_at_the_middle_the_data_leaves_back_towards_the_start_at_least_as_often(built):
+    """Plain BC copies the data's average action: at M the data must not favour the way to G, or BC
+    finds the goal without any use of the rewards. Count every step that leaves M's cell, by the cell
+    it goes to (G's, or the corridor's other end towards S)."""
+    towards_goal = back = 0
+    for e in _episodes(STITCH):
+        cells = [_cell(p) for p in e.observations["achieved_goal"]]
+        for a, b in zip(cells, cells[1:]):
+            if a == MAZE.middle and b != a:
+                towards_goal += b == MAZE.goal
+                back += b == (MAZE.middle[0], MAZE.middle[1] + 1)
+    assert towards_goal > 0 and back >= towards_goal, \
+        f"steps leaving the middle cell: {towards_goal} towards the goal, {back} back towards the start"
 
 
 def test_pieces_meet(built):

@@ -18,8 +18,20 @@ from benchmarks import report  # noqa: E402
 sys.path.remove(str(testdata.REPO))
 
 
-def add_run(out, label, dataset, seed, final, best, steps=1000, wall=10.0, ret=-100.0, history=None, script=None):
-    """A run as the sweep leaves it: DIR/<label>/<dataset>/seed<S>/{run.json, runs/<name>/summary.json}."""
+# (random, expert) reference returns of the fake datasets; a run's returns follow from its scores
+REFS = {"local/hopper/medium-v0": (0.0, 1000.0), "local/hopper/expert-v0": (0.0, 1000.0),
+        "local/pendulum/medium-v0": (-1000.0, 0.0), "mujoco/hopper/medium-v0": (-20.272305, 3234.3)}
+
+
+def to_return(score, refs):
+    return None if score is None else refs[0] + score / 100 * (refs[1] - refs[0])
+
+
+def add_run(out, label, dataset, seed, final, best, steps=1000, wall=10.0, history=None, script=None, record=False,
+            refs=None):
+    """A run as the sweep leaves it: DIR/<label>/<dataset>/seed<S>/{run.json, runs/<name>/summary.json}; its
+    evaluations are (step, return, score) with the dataset's references, which `record` writes in the summary
+    (as the scripts do now; older summaries lack them)."""
     cell = Path(out) / label / dataset.replace("/", "-") / f"seed{seed}"
     run_dir = cell / "runs" / f"{dataset.replace('/', '-')}__{label}__{seed}__1700000000"
     run_dir.mkdir(parents=True)
@@ -27,11 +39,18 @@ def add_run(out, label, dataset, seed, final, best, steps=1000, wall=10.0, ret=-
     (cell / "run.json").write_text(json.dumps({"label": label, "script": script, "dataset_id": dataset, "seed": seed}))
     (cell / "output.log").write_text("training...\n")
     (run_dir / "events.out.tfevents.1700000000.host").write_bytes(b"\0" * 64)
-    history = history or [[steps // 2, ret - 50, None if final is None else final - 10], [steps, ret, final]]
-    (run_dir / "summary.json").write_text(json.dumps({
-        "algorithm": Path(script).stem, "dataset_id": dataset, "seed": seed, "steps": steps,
-        "final_normalized_score": final, "best_normalized_score": best, "final_return_mean": ret,
-        "final_returns": [ret], "reference": "dataset", "sps": 100.0, "wall_time_s": wall, "eval_history": history}))
+    refs = refs or REFS.get(dataset, (0.0, 100.0))
+    ret = to_return(final, refs) if final is not None else -100.0
+    history = history or [[steps // 2, to_return(best, refs) if best is not None else -150.0, best],
+                          [steps, ret, final]]
+    summary = {"algorithm": Path(script).stem, "dataset_id": dataset, "seed": seed, "steps": steps,
+               "final_normalized_score": final, "best_normalized_score": best, "final_return_mean": ret,
+               "final_returns": [ret], "reference": "dataset", "sps": 100.0, "wall_time_s": wall,
+               "eval_history": history}
+    if record:
+        summary.update(ref_min_score=refs[0] if final is not None else None,
+                       ref_max_score=refs[1] if final is not None else None)
+    (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
 HOPPER, PENDULUM = "local/hopper/medium-v0", "local/pendulum/medium-v0"
@@ -44,7 +63,7 @@ def sweep_dir(tmp_path):
     add_run(out, "bc", HOPPER, 1, final=60.0, best=70.0, wall=20.0)
     add_run(out, "bc", PENDULUM, 0, final=20.0, best=30.0, steps=500)
     add_run(out, "bc", PENDULUM, 1, final=100.0, best=101.0, steps=500)
-    add_run(out, "iql", HOPPER, 3, final=70.0, best=75.0, ret=1500.0)
+    add_run(out, "iql", HOPPER, 3, final=70.0, best=75.0, record=True)
     (out / "sweep.json").write_text(json.dumps({"invocations": [
         {"command": "python -m benchmarks.sweep --scripts bc iql --out sweep"},
         {"command": "python -m benchmarks.sweep --scripts bc iql --out sweep"},
@@ -64,15 +83,28 @@ def row(text, *first_cells):
 def test_table_numbers_by_hand(sweep_dir, tmp_path):
     text = report.page(report.find_runs([str(sweep_dir)]), [str(sweep_dir)], str(tmp_path / "results.md"),
                        str(tmp_path / "img"))
-    # bc on hopper: finals 40, 60 -> mean 50, population std 10; bests 45, 70 -> 57.5 +- 12.5; wall 10, 20 -> 15
-    assert row(text, f"`{HOPPER}`", "bc") == [f"`{HOPPER}`", "bc", "2", "1,000", "50.0 ± 10.0", "57.5 ± 12.5",
-                                               "-100.0 ± 0.0", "15", "53.51 ± 1.76"], "bc on hopper"
-    # one seed: its value alone; CORL's IQL on hopper-medium-v2 beside it
-    assert row(text, f"`{HOPPER}`", "iql")[2:] == ["1", "1,000", "70.0", "75.0", "1500.0", "10", "67.53 ± 3.78"]
-    # Pendulum has no D4RL namesake: no CORL number
+    # bc on hopper (references 0 and 1000): finals 40, 60 -> returns 400, 600 -> 500 +- 100 (population std);
+    # scores 50.0 +- 10.0. On D4RL's Hopper scale (random -20.272305, expert 3234.3):
+    # 100 * (500 + 20.272305) / 3254.572305 = 15.99, std 100 * 100 / 3254.572305 = 3.07.
+    # bests 45, 70 -> returns 450, 700 -> 575 +- 125, scores 57.5 +- 12.5, D4RL scale 18.29 +- 3.84; wall 15
+    assert row(text, f"`{HOPPER}`", "bc") == [f"`{HOPPER}`", "bc", "2", "1,000", "500.0 ± 100.0", "50.0 ± 10.0",
+                                               "16.0 ± 3.1", "575.0 ± 125.0", "57.5 ± 12.5", "18.3 ± 3.8", "15"]
+    # one seed: its value alone
+    assert row(text, f"`{HOPPER}`", "iql")[2:] == ["1", "1,000", "700.0", "70.0", "22.1", "750.0", "75.0", "23.7", "10"]
+    # Pendulum has no D4RL references: no second normalisation
     assert row(text, f"`{PENDULUM}`", "bc")[2:] == [
-        "2", "500", "60.0 ± 40.0", "65.5 ± 35.5", "-100.0 ± 0.0", "10", ""]
-    assert row(text, "iql", "1", "1")[3] == "70.0 [70.0, 70.0]", "one run: the IQM is that run, with no spread"
+        "2", "500", "-400.0 ± 400.0", "60.0 ± 40.0", "", "-345.0 ± 355.0", "65.5 ± 35.5", "", "10"]
+    # CORL's numbers stand apart, as context, with the differences said; never in a row of ours
+    corl = text[text.index("### CORL's D4RL scores, for context"):]
+    assert row(corl, "`hopper-medium-v2`")[1:] == ["53.51 ± 1.76", "59.08 ± 3.77", "67.53 ± 3.78", "65.10 ± 1.61",
+                                                  "60.37 ± 3.49", "74.45 ± 9.14"]
+    for said in ("other data", "other references", "another budget", "not a D4RL score either"):
+        assert said in corl, said
+    assert "67.53" not in text[:text.index("### CORL's D4RL scores")], "a CORL number beside ours"
+    # the std convention is stated under the table and the curves
+    assert text.count("ddof 0") >= 3, "the std convention must be said on every table and curve caption"
+    assert "Not a D4RL score: other data, other env version" in text
+    assert row(text, "iql", "1,000", "1", "1")[4] == "70.0 [70.0, 70.0]", "one run: the IQM is that run, with no spread"
     assert "--seeds 9" not in text, "an invocation that finished no run should not be listed"
     assert text.count("python -m benchmarks.sweep --scripts bc iql --out sweep") == 1, (
         "a command given twice (a resume) is listed once")
@@ -89,9 +121,9 @@ def test_the_same_runs_give_the_same_page_and_the_figures(sweep_dir, tmp_path):
     assert report.main(argv) == 0
     assert out.read_text() == first, "regenerating from the same summaries must give the same bytes"
     drawn = sorted(p.name for p in figures.iterdir())
-    assert drawn == ["results_aggregates_hopper.png", "results_aggregates_pendulum.png",
+    assert drawn == ["results_aggregates_local-hopper.png", "results_aggregates_local-pendulum.png",
                      "results_curves_local-hopper-medium-v0.png", "results_curves_local-pendulum-medium-v0.png",
-                     "results_profile_hopper.png", "results_profile_pendulum.png"], drawn
+                     "results_profile_local-hopper.png", "results_profile_local-pendulum.png"], drawn
     assert all((figures / name).stat().st_size > 1000 for name in drawn)
     for name in drawn:
         assert f"](img/{name})" in first, f"the page should show {name}"
@@ -117,9 +149,10 @@ def test_labels_missing_scores_and_plain_runs_folders(tmp_path):
     (tmp_path / "runs" / "y" / "summary.json").write_text(json.dumps({"dataset_id": HOPPER, "normalized_score": 1.0}))
     runs = report.find_runs([str(out), str(tmp_path / "runs")])
     text = report.page(runs, [str(out)], str(tmp_path / "r.md"), str(tmp_path / "img"))
-    assert row(text, f"`{HOPPER}`", "bc10")[-1] == "", "bc10 is not CORL's BC: no CORL number beside it"
-    assert row(text, f"`{HOPPER}`", "dt")[-1] == "65.10 ± 1.61", "a plain decision_transformer run counts as dt"
-    assert row(text, "`mujoco/pen/human-v0`", "dt")[4:6] == ["n/a", "n/a"], "no reference scores: n/a, not 0"
+    assert row(text, f"`{HOPPER}`", "bc10")[5] == "30.0"
+    assert row(text, f"`{HOPPER}`", "dt")[5] == "12.0", "a plain decision_transformer run counts as dt"
+    assert [row(text, "`mujoco/pen/human-v0`", "dt")[i] for i in (5, 8)] == ["n/a", "n/a"], (
+        "no reference scores: n/a, not 0")
 
 
 def test_two_summaries_of_one_run_are_an_error(sweep_dir, tmp_path):
@@ -146,6 +179,16 @@ def test_collect_copies_only_the_small_files(sweep_dir, tmp_path):
     assert "`iql__local-pendulum-medium-v0__seed3`" in b
     # collecting again replaces the copy; a folder with other files is refused
     assert report.main(["--collect", str(sweep_dir), "--into", str(into)]) == 0
+    # another sweep's collect into the same folder would delete these runs: refused, unless --replace
+    other = tmp_path / "other"
+    add_run(other, "cql", HOPPER, 0, final=1.0, best=1.0)
+    (other / "sweep.json").write_text(json.dumps({"invocations": []}))
+    with pytest.raises(SystemExit, match="holds 5 run summaries that .* does not"):
+        report.main(["--collect", str(other), "--into", str(into)])
+    assert len(list(into.rglob("summary.json"))) == 5, "a refused collect must leave the folder as it was"
+    assert report.main(["--collect", str(other), "--into", str(into), "--replace"]) == 0
+    assert len(list(into.rglob("summary.json"))) == 1
+    assert report.main(["--collect", str(sweep_dir), "--into", str(into), "--replace"]) == 0
     (into / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit, match="holds files a collect did not write"):
         report.main(["--collect", str(sweep_dir), "--into", str(into)])
@@ -157,16 +200,16 @@ def test_scores_are_pooled_within_an_environment_and_readings_are_shown(sweep_di
     add_run(sweep_dir, "bc", HOPPER, 3, final=200.0, best=201.0)
     add_run(sweep_dir, "iql", "local/hopper/expert-v0", 0, final=90.0, best=91.0)
     text = report.page(report.find_runs([str(sweep_dir)]), [str(sweep_dir)], str(tmp_path / "r.md"), "img")
-    hopper = text[text.index("### hopper"):text.index("### pendulum")]
-    pendulum = text[text.index("### pendulum"):text.index("## Learning curves")]
+    hopper = text[text.index("### `local/hopper/*`"):text.index("### `local/pendulum/*`")]
+    pendulum = text[text.index("### `local/pendulum/*`"):text.index("## Learning curves")]
     # bc on Hopper alone, {0, 40, 60, 200}: IQM = mean of the middle two = 50, mean = 75; its Pendulum
     # runs (20, 100) never join them, and Pendulum's pool is {20, 100}: IQM = mean = 60
     for section, expected in ((hopper, (50.0, 75.0)), (pendulum, (60.0, 60.0))):
         cells = row(section, "bc")
-        for cell, value in zip(cells[3:], expected):
+        for cell, value in zip(cells[4:], expected):
             point, lo, hi = map(float, re.match(r"(\S+) \[(\S+), (\S+)\]", cell).groups())
             assert point == value and lo <= point <= hi, f"bc: expected {value} inside its CI, got {cell}"
-    assert row(hopper, "iql")[1:3] == ["2", "1"], "iql: two Hopper datasets, one run each"
+    assert row(hopper, "iql")[2:4] == ["2", "1"], "iql: two Hopper datasets, one run each"
     assert "different sets of datasets" in hopper and "different sets" not in pendulum
     assert "iql" not in pendulum, "iql has no Pendulum run"
     notes = text[text.index("## What the runs show"):text.index("## Across datasets")]
@@ -179,3 +222,73 @@ def test_committed_results_match_docs_results(monkeypatch):
     assert report.main(["benchmarks/results", "--out", "docs/results.md", "--figures", "docs/img", "--check"]) == 0, (
         "docs/results.md differs from what benchmarks/results gives: regenerate it with "
         "`python -m benchmarks.report benchmarks/results --out docs/results.md --figures docs/img`")
+
+
+def test_runs_are_pooled_by_their_references_not_by_env_name(tmp_path):
+    out = tmp_path / "sweep"
+    # the same scores on D4RL-referenced Hopper data (recorded) and on ours (an older summary: inferred)
+    for seed, final in enumerate((10.0, 20.0, 30.0, 40.0)):
+        add_run(out, "bc", HOPPER, seed, final=final, best=final + 5)
+        add_run(out, "bc", "mujoco/hopper/medium-v0", seed, final=final + 50, best=final + 55, record=True)
+    runs = report.find_runs([str(out)])
+    assert {r.references_from for r in runs} == {"inferred", "recorded"}
+    ours = next(r for r in runs if r.dataset == HOPPER)
+    assert np.allclose(ours.references, REFS[HOPPER]), "two evaluations fix the references of an older summary"
+    assert [p.name for p in report.pools(runs)] == ["local/hopper", "mujoco/hopper"], "one pool per normalisation"
+    text = report.page(runs, [str(out)], str(tmp_path / "r.md"), "img")
+    local = text[text.index("### `local/hopper/*`"):text.index("### `mujoco/hopper/*`")]
+    d4rl = text[text.index("### `mujoco/hopper/*`"):text.index("## Learning curves")]
+    # {10, 20, 30, 40}: IQM of the middle two 25, mean 25; {60, 70, 80, 90}: 75 and 75. Pooled by env name
+    # (all eight in one aggregate) the mean would be 50.
+    for section, value, refs in ((local, 25.0, "random 0.0, expert 1,000.0 (inferred"),
+                                 (d4rl, 75.0, "random -20.3, expert 3,234.3 (recorded")):
+        assert refs in section, section
+        assert [float(c.split()[0]) for c in row(section, "bc")[4:6]] == [value, value], section
+    # same references, other families: one pool
+    add_run(out, "iql", "other/hopper/medium-v0", 0, final=1.0, best=1.0, refs=REFS[HOPPER], record=True)
+    assert [p.name for p in report.pools(report.find_runs([str(out)]))] == [
+        "local/hopper + other/hopper", "mujoco/hopper"]
+    # a summary whose recorded references are not those its scores were made with is an error
+    bad = tmp_path / "bad"
+    add_run(bad, "bc", HOPPER, 0, final=10.0, best=20.0, record=True)
+    summary = next(bad.rglob("summary.json"))
+    summary.write_text(summary.read_text().replace('"ref_max_score": 1000.0', '"ref_max_score": 2000.0'))
+    with pytest.raises(SystemExit, match="records reference returns"):
+        report.find_runs([str(bad)])
+
+
+def test_figures_one_colour_per_label_legends_outside_budgets_apart(tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "sweep"
+    labels = [f"s{i:02d}" for i in range(12)]  # more labels than matplotlib's 10 default colours
+    for i, label in enumerate(labels):
+        for seed in (0, 1):
+            add_run(out, label, HOPPER, seed, final=5.0 * i + seed, best=5.0 * i + seed + 1,
+                    steps=5000 if i == 11 else 1000)
+    seen, original = [], Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        for ax in fig.axes:
+            lines = {line.get_label(): line.get_color() for line in ax.get_lines() if not line.get_label().startswith("_")}
+            legend = ax.get_legend()
+            outside = legend is None or legend.get_window_extent().x0 >= ax.get_window_extent().x1
+            seen.append((Path(args[0]).name, ax.get_title(), lines, outside, ax.get_xlim()))
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    report.draw(report.find_runs([str(out)]), str(tmp_path / "img"))
+    colour = {}
+    for name, title, lines, outside, _ in seen:
+        assert outside, f"{name} ({title}): the legend covers the curves"
+        for label, c in lines.items():
+            colour.setdefault(label, set()).add(matplotlib.colors.to_hex(c))
+    assert all(len(c) == 1 for c in colour.values()), f"a label changes colour between figures: {colour}"
+    assert len({next(iter(c)) for c in colour.values()}) == len(colour) == 12, f"two labels share a colour: {colour}"
+    curves = [(title, xlim) for name, title, _, _, xlim in seen if name.startswith("results_curves")]
+    assert [t for t, _ in curves] == [f"{HOPPER}, 1,000 gradient steps", f"{HOPPER}, 5,000 gradient steps"], curves
+    assert curves[0][1][1] < 2000 < curves[1][1][1], "each budget on axes of its own, scaled to it"

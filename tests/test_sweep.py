@@ -1,6 +1,7 @@
 """The sweep runner, against fake scripts (tiny files that behave like the real ones) and once against
 bc.py: every run done, resume, failures, Ctrl-C, the Ray launcher, bad input."""
 
+import contextlib
 import json
 import os
 import signal
@@ -41,6 +42,9 @@ FAKE = textwrap.dedent('''
     if "slow" in args.dataset_id:
         (here / "slow.pid").write_text(str(os.getpid()))
         time.sleep(600)
+    if "orphan" in args.dataset_id:  # kill the worker that started it, as when a Ray worker is lost; finish alone
+        os.kill(os.getppid(), 9)
+        time.sleep(2)
     if "bad" in args.dataset_id:
         print("\\n".join(f"line {i}" for i in range(100)))
         sys.exit("error: this dataset is bad")
@@ -222,9 +226,12 @@ def test_sweep_of_the_real_bc(pendulum_expert, tmp_path):
     assert (summary["algorithm"], summary["dataset_id"], summary["seed"], summary["steps"]) == (
         "bc", pendulum_expert, 3, 200), summary
     assert [row[0] for row in summary["eval_history"]] == [100, 200], summary["eval_history"]
-    # the report reads the real summary format
-    text = report.page(report.find_runs([str(out)]), [str(out)], str(tmp_path / "r.md"), str(tmp_path / "img"))
-    assert f"| `{pendulum_expert}` | bc | 1 | 200 | {summary['final_normalized_score']:.1f} |" in text, text
+    # the summary records the reference returns of its scores, and the report reads the real summary format
+    (run,) = report.find_runs([str(out)])
+    assert run.references_from == "recorded" and run.references == (summary["ref_min_score"], summary["ref_max_score"])
+    text = report.page([run], [str(out)], str(tmp_path / "r.md"), str(tmp_path / "img"))
+    assert (f"| `{pendulum_expert}` | bc | 1 | 200 | {summary['final_return_mean']:.1f} "
+            f"| {summary['final_normalized_score']:.1f} |") in text, text
 
 
 def test_two_sweeps_share_one_folder(fake_root, tmp_path):
@@ -258,11 +265,121 @@ def test_a_run_under_way_in_another_sweep_is_skipped(fake_root, tmp_path, capsys
         assert (fake_root / "slow.pid").exists(), "the slow fake run never started"
         rc = sweep.main(["--scripts", "bc", "--datasets", "d/slow-v0", "d/a-v0", "--seeds", "0", "--out", str(out),
                          "--scripts-root", str(fake_root)])
-        assert rc == 0, "a run skipped because another sweep holds it is not a failure"
-        assert "SKIPPED: bc on d/slow-v0, seed 0: another sweep is running it" in capsys.readouterr().out
+        assert rc == sweep.EXIT_SKIPPED == 75, "a sweep that left a run to another must not exit with status 0"
+        printed = capsys.readouterr().out
+        assert "SKIPPED: bc on d/slow-v0, seed 0: another sweep is running it" in printed, printed
+        assert printed.strip().splitlines()[-1].startswith("1/2 runs done, 0 failed, 1 skipped (another sweep"), (
+            f"the final line must say that a run was skipped:\n{printed}")
+        history = json.loads((out / "sweep.json").read_text())["invocations"]
+        second = next(h for h in history if len(h["settings"]["datasets"]) == 2)
+        assert second["skipped"] == ["bc__d-slow-v0__seed0"] and second["done"] == 1, second
         assert first.poll() is None and (out / "bc" / "d-slow-v0" / "seed0" / "runs").exists(), (
             "the second sweep must neither stop the first one's run nor clear its folder")
         assert [c.split()[1] for c in calls(fake_root)] == ["d/slow-v0", "d/a-v0"], calls(fake_root)
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=60)
+
+
+def test_a_rerun_with_other_flags_is_refused_not_passed_off(fake_root, tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["--scripts", "bc", "iql", "--datasets", "d/a-v0", "--seeds", "0", "--out", str(out),
+            "--scripts-root", str(fake_root), "--extra-args=--total-steps 50"]
+    assert sweep.main(argv) == 0 and len(calls(fake_root)) == 2
+    assert sweep.main(argv) == 0 and len(calls(fake_root)) == 2, "the same command resumes (nothing to do)"
+    before = (out / "sweep.json").read_text()
+    for changed in (["--extra-args=--total-steps 70"], ["--script-args", "iql=--total-steps 70"]):
+        with pytest.raises(SystemExit) as e:
+            sweep.main(argv + changed)
+        message = str(e.value)
+        assert "holds finished runs made with other flags" in message, message
+        assert "finished as `python iql.py --dataset-id d/a-v0 --seed 0 --total-steps 50`" in message, message
+        assert (out / "sweep.json").read_text() == before and len(calls(fake_root)) == 2, (
+            "a refused sweep must neither run nor record anything")
+    # under another label the same script runs afresh, beside the old runs
+    assert sweep.main(["--scripts", "iql_70=iql", "--datasets", "d/a-v0", "--seeds", "0", "--out", str(out),
+                       "--scripts-root", str(fake_root), "--extra-args=--total-steps 70"]) == 0
+    assert calls(fake_root)[-1].split()[3] == "70" and len(summaries(out)) == 3
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped by its parent, does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_stopping_a_run_kills_what_outlives_sigterm(tmp_path):
+    # a run's script that exits on SIGTERM, with a child (e.g. a worker it started) that ignores SIGTERM
+    pid_file = tmp_path / "child.pid"
+    child = (f"import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             f"open({str(pid_file) + '.tmp'!r}, 'w').write(str(os.getpid())); "
+             f"os.replace({str(pid_file) + '.tmp'!r}, {str(pid_file)!r}); time.sleep(600)")
+    leader = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys, time; "
+                               f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(600)"],
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while not pid_file.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        survivor = int(pid_file.read_text())
+        sweep.kill_group(leader, grace=1.0)
+        assert leader.poll() is not None, "the script itself must be stopped"
+        deadline = time.time() + 10
+        while _alive(survivor) and time.time() < deadline:
+            time.sleep(0.05)
+        assert not _alive(survivor), "a process of the run's group that survives SIGTERM must get SIGKILL"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
+
+
+def test_a_run_whose_worker_died_is_not_started_twice(fake_root, tmp_path):
+    # A worker (a Ray worker, or a sweep killed with SIGKILL) dies while its run's script goes on: a retry of
+    # the run, or another sweep, must leave that folder to the live script.
+    run = sweep.plan(sweep.parse_args(["--scripts", "bc", "--datasets", "d/slow-v0", "--seeds", "0", "--out",
+                                       str(tmp_path / "sweep"), "--scripts-root", str(fake_root)]),
+                     {"bc": "bc.py"}, {})[0]
+    worker = subprocess.Popen([sys.executable, "-c", "import json, sys; from benchmarks import sweep; "
+                               "sweep.run_one(json.loads(sys.argv[1]), 1)", json.dumps(run)], cwd=testdata.REPO)
+    started = []
+
+    def stop_at_once(proc):  # a second copy would sleep for 600 s: record it and stop it
+        started.append(proc)
+        sweep.kill_group(proc, grace=0.5)
+
+    try:
+        deadline = time.time() + 60
+        while not (fake_root / "slow.pid").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        slow = int((fake_root / "slow.pid").read_text())
+        worker.kill()
+        worker.wait()
+        assert _alive(slow), "the run's script lives on after its worker died (it has its own session)"
+        result = sweep.run_one(run, 1, on_start=stop_at_once)
+        assert result.get("busy") and not started, "a second copy of a live run was started in its folder"
+        assert len(calls(fake_root)) == 1 and (Path(run["dir"]) / "runs").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError, UnboundLocalError):
+            os.killpg(slow, signal.SIGKILL)
+
+
+def test_ray_does_not_retry_a_run_whose_worker_died(fake_root, tmp_path):
+    ray = pytest.importorskip("ray", reason="pip install -r requirements-cluster.txt")
+    out = tmp_path / "sweep"
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        rc = sweep.main(["--scripts", "bc", "--datasets", "d/orphan-v0", "--seeds", "0", "--out", str(out),
+                         "--scripts-root", str(fake_root), "--launcher", "ray"])
+    finally:
+        ray.shutdown()
+    # the orphaned script finishes on its own: wait for it, so that nothing is left running
+    deadline = time.time() + 60
+    while not summaries(out) and time.time() < deadline:
+        time.sleep(0.1)
+    assert len(calls(fake_root)) == 1, f"Ray retried the run in the same folder: {calls(fake_root)}"
+    assert rc == 1 and (out / "failures" / "bc__d-orphan-v0__seed0.log").exists(), (
+        "a run whose worker died is a failed run (the next sweep retries it), not a retried or skipped one")

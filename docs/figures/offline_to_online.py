@@ -5,10 +5,16 @@ gradient steps).
     python docs/figures/offline_to_online.py                      # from docs/figures/data/offline_to_online.json
     python docs/figures/offline_to_online.py --collect SWEEP_DIR  # first gather a sweep's runs into that file
 
-The runs are a sweep (docs/sweeps.md), e.g. the one behind the page:
+The runs are a sweep (docs/sweeps.md), e.g. the ones behind the page:
 
-    python -m benchmarks.sweep --scripts iql awac cql --datasets local/pendulum/medium-v0 --seeds 0 1 2 \\
+    python -m benchmarks.sweep --scripts iql awac cql cal_ql --datasets local/pendulum/medium-v0 --seeds 0 1 2 \\
         --out sweeps/offline_to_online --extra-args="--total-steps 5000 --online-steps 5000 --eval-freq 500" --jobs 1
+    python -m benchmarks.sweep --scripts rlpd --datasets local/pendulum/medium-v0 --seeds 0 1 2 \\
+        --out sweeps/offline_to_online --extra-args="--total-steps 5000 --eval-freq 500" --jobs 1
+
+The x axis counts steps from the switch: offline gradient steps before it (negative), env steps after
+it. RLPD has no offline phase (its switch is step 0, each env step followed by several gradient
+steps); the other scripts take one env step and one gradient step per online iteration.
 
 `--collect` keeps, per run, the evaluation history (step, normalised score) and the online episodes'
 returns, normalised with the dataset's reference scores; runs of a label already in the file are
@@ -24,8 +30,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs/figures/data/offline_to_online.json"
-COLORS = {"iql": "tab:blue", "awac": "tab:orange", "cql": "tab:green"}
-NAMES = {"iql": "IQL", "awac": "AWAC", "cql": "CQL"}
+COLORS = {"iql": "tab:blue", "awac": "tab:orange", "cql": "tab:green", "cal_ql": "tab:red", "rlpd": "tab:purple"}
+NAMES = {"iql": "IQL", "awac": "AWAC", "cql": "CQL", "cal_ql": "Cal-QL", "rlpd": "RLPD"}
 
 
 def collect(sweep: Path, out: Path) -> None:
@@ -97,28 +103,29 @@ def draw(groups: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True, gridspec_kw={"width_ratios": [2, 1]})
-    switch = end = None
+    end = 0
     for label, group in groups.items():
         color = COLORS.get(label)
         name = f"{NAMES.get(label, label)} ({len(group)} seeds)"
-        switch = group[0]["offline_steps"]
-        end = switch + group[0]["online_steps"]
+        switch = group[0]["offline_steps"]  # steps are drawn from the switch: offline ones negative
+        end = max(end, group[0]["online_steps"])
         steps, values = curve(group, "eval")
-        axes[0].plot(steps, values.mean(0), color=color, label=name, marker="o", ms=3)
-        axes[0].fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
+        axes[0].plot(steps - switch, values.mean(0), color=color, label=name, marker="o", ms=3)
+        axes[0].fill_between(steps - switch, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
         steps, values = curve(group, "online_episodes")
-        axes[1].plot(steps, values.mean(0), color=color, marker="o", ms=3)
-        axes[1].fill_between(steps, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
+        axes[1].plot(steps - switch, values.mean(0), color=color, marker="o", ms=3)
+        axes[1].fill_between(steps - switch, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
     for ax in axes:
-        ax.axvline(switch, color="black", ls="--", lw=1)
+        ax.axvline(0, color="black", ls="--", lw=1)
         ax.grid(alpha=0.3)
-        ax.set_xlabel("total gradient steps")
-    axes[0].text(switch, 0.02, " switch: one env step\n per gradient step from here", fontsize=8,
+    axes[0].set_xlabel("steps from the switch (offline: gradient steps; online: env steps)")
+    axes[1].set_xlabel("env steps from the switch")
+    axes[0].text(0, 0.02, " switch: online from here", fontsize=8,
                  transform=axes[0].get_xaxis_transform(), va="bottom")
     axes[0].set_ylabel("normalised score")
     axes[0].set_title("(a) evaluation of the mean action, 10 episodes")
     axes[1].set_title("(b) online episodes (sampled actions)")
-    axes[1].set_xlim(switch - 0.02 * (end - switch), end + 0.02 * (end - switch))
+    axes[1].set_xlim(-0.02 * end, 1.02 * end)
     handles, labels = axes[0].get_legend_handles_labels()
     # the caption under the figure in docs/offline_to_online.md says: mean over seeds, band = min to max
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)

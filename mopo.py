@@ -1,0 +1,962 @@
+"""Model-based Offline Policy Optimization (MOPO): SAC on a learned model's rollouts, each reward lowered
+by the model's own uncertainty.
+
+Paper: Yu, Thomas, Yu, Ermon, Zou, Levine, Finn, Ma, "MOPO: Model-based Offline Policy Optimization",
+NeurIPS 2020, https://arxiv.org/abs/2005.13239 (Algorithm 2; the penalty of Section 4.3). Reference code:
+the authors' tianheyu927/mopo (mopo/models/bnn.py, mopo/models/fake_env.py, mopo/algorithms/mopo.py) and
+OfflineRL-Kit (offlinerlkit/dynamics/ensemble_dynamics.py, offlinerlkit/policy/model_based/mopo.py).
+Backbone: Haarnoja et al., "Soft Actor-Critic Algorithms and Applications", 2018,
+https://arxiv.org/abs/1812.05905.
+
+A model-free learner trained on a fixed dataset overrates what the data never tried. MOPO fits an
+ensemble of probabilistic dynamics models to the data, then lets SAC learn on short branches rolled out
+in the model from the data's states, most of each batch model data. Where the model is unsure (far from
+the data), its rewards are lowered: with u(s,a) the largest norm of a member's predicted standard
+deviation, the policy is trained in the uncertainty-penalised MDP
+
+    r~(s,a) = r^(s,a) - lambda u(s,a),   u(s,a) = max_{i=1..N} || Sigma_i(s,a) ||_F
+
+whose return lower-bounds the true one when lambda u bounds the model's error (the paper's Theorem 4.4).
+The model: N Gaussians N(mu_i(s,a), Sigma_i(s,a)) over (s' - s, r), trained by negative log-likelihood
+
+    min_{mu_i, Sigma_i}  E_{(s,a,r,s')~D}[ -log N((s' - s, r); mu_i(s,a), Sigma_i(s,a)) ]
+
+with learned bounds on log Sigma, a held-out split and early stopping; the elites (lowest held-out
+error) generate the rollouts. SAC (twin critics, tanh-Gaussian actor, learned entropy temperature beta):
+
+    min_Q  E_{(s,a,r~,s')~D u D_model}[ (Q_i(s,a) - (r~ + gamma (1-d) (min_j Qbar_j(s',a') - beta log pi(a'|s'))))^2 ]
+    max_pi E_s[ E_{a~pi(.|s)}[ min_i Q_i(s,a) - beta log pi(a|s) ] ]
+
+Run `python mopo.py --help` for the flags; docs/mopo.md maps the objective to the lines below.
+"""
+
+import copy
+import ctypes
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable, Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+from common.datasets import DEFAULT_DATASET_ID, DatasetError, OfflineDataset, load_dataset
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (network init, batches, evaluation start states)"""
+    torch_deterministic: bool = True
+    """sets `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """use CUDA when available (falls back to the CPU, saying so)"""
+    track: bool = False
+    """also log to Weights and Biases (needs `pip install wandb`); TensorBoard is always on"""
+    wandb_project_name: str = "offline-rl"
+    """the W&B project, with --track"""
+    wandb_entity: Optional[str] = None
+    """the W&B entity (team), with --track"""
+    capture_video: bool = False
+    """record videos of evaluation episodes under runs/{run_name}/videos"""
+    save_model: bool = False
+    """save a checkpoint (policy, critics and the dynamics ensemble) to runs/{run_name}/{exp_name}.pt at each
+    evaluation and at the end"""
+    eval_checkpoint: Optional[str] = None
+    """evaluate this checkpoint (a .pt file written by --save-model) and exit, without training"""
+    dataset_id: str = DEFAULT_DATASET_ID
+    """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
+    total_steps: int = 10_000
+    """SAC gradient steps after the model is trained (MOPO's code: 1M-3M on D4RL; 10k suit the small default
+    Pendulum data, see docs/mopo.md, Settings)"""
+    batch_size: int = 256
+    """transitions per SAC gradient step, real and model together (MOPO's code, OfflineRL-Kit)"""
+    eval_freq: int = 2_000
+    """evaluate every this many SAC gradient steps"""
+    eval_episodes: int = 10
+    """episodes per evaluation, run side by side in a vector env"""
+    eval_env_kwargs: Optional[str] = None
+    """evaluate in a changed env: a JSON object of env arguments or attributes, e.g. '{"m": 1.3}' (Pendulum's mass)"""
+
+    # Algorithm-specific arguments: SAC
+    gamma: float = 0.99
+    """discount factor (MOPO's code, OfflineRL-Kit)"""
+    tau: float = 5e-3
+    """Polyak rate of the target critics, Qbar <- (1 - tau) Qbar + tau Q (MOPO's code, OfflineRL-Kit)"""
+    policy_lr: float = 3e-4
+    """actor Adam learning rate (MOPO's code: 3e-4; OfflineRL-Kit: 1e-4)"""
+    q_lr: float = 1e-3
+    """critics' Adam learning rate (1e-3 for 10k steps on small data, as cql.py; MOPO's code, OfflineRL-Kit: 3e-4)"""
+    entropy_lr: float = 3e-4
+    """Adam learning rate of the entropy temperature beta (MOPO's code: 3e-4; OfflineRL-Kit: 1e-4)"""
+    hidden_dim: int = 64
+    """width of every hidden layer of the actor and the critics (64 for Pendulum, as cql.py; MOPO's code,
+    OfflineRL-Kit: 256)"""
+    critic_layers: int = 2
+    """hidden layers of each Q-network (MOPO's code, OfflineRL-Kit: 2)"""
+    actor_layers: int = 2
+    """hidden layers of the actor (MOPO's code, OfflineRL-Kit: 2)"""
+    backup_entropy: bool = True
+    """subtract beta log pi(a'|s') in the TD target, as SAC does in MOPO's code and OfflineRL-Kit"""
+
+    # Algorithm-specific arguments: the dynamics ensemble
+    ensemble_size: int = 7
+    """members N of the dynamics ensemble (MOPO's code, OfflineRL-Kit: 7)"""
+    num_elites: int = 5
+    """members with the lowest held-out error that generate the rollouts (MOPO's code, OfflineRL-Kit: 5)"""
+    model_hidden_dim: int = 64
+    """width of each member's hidden layers (64 for Pendulum's 3-d states; MOPO's code, OfflineRL-Kit: 200)"""
+    model_layers: int = 4
+    """hidden layers of each member, swish activations (MOPO's code, OfflineRL-Kit: 4)"""
+    model_lr: float = 3e-3
+    """the ensemble's Adam learning rate (3e-3 for small data, where an epoch is a few dozen steps; MOPO's code,
+    OfflineRL-Kit: 1e-3)"""
+    model_batch_size: int = 256
+    """transitions per member per model gradient step (MOPO's code, OfflineRL-Kit: 256)"""
+    holdout_ratio: float = 0.2
+    """fraction of the data held out to rank members and stop training, at most 1000 transitions (MOPO's code)"""
+    model_patience: int = 20
+    """stop after more than this many epochs in which no member's held-out MSE improved by more than 1% (20 for small
+    data, where an epoch is a few dozen steps; MOPO's code: 5, epochs of thousands of steps on D4RL)"""
+    model_max_epochs: Optional[int] = 100
+    """at most this many model epochs (100 keep the default run within minutes; MOPO's code and OfflineRL-Kit: no
+    limit, early stopping alone: pass --model-max-epochs None)"""
+    logvar_bound_coef: float = 0.01
+    """weight of the term that pulls the learned log-variance bounds together (MOPO's code: 0.01)"""
+
+    # Algorithm-specific arguments: rollouts and the penalty
+    rollout_length: int = 5
+    """h: the length of each model branch. MOPO's configs (tianheyu927/mopo examples/config/d4rl/*.py, D4RL -v0):
+    5 on every set except walker2d random, medium-replay and medium-expert (1) and halfcheetah-medium (1);
+    OfflineRL-Kit (run_example/run_mopo.py, D4RL -v2): 5, except walker2d medium-replay and medium-expert (1)"""
+    penalty_coef: float = 5.0
+    """lambda: weight of the uncertainty u in r~ = r^ - lambda u. MOPO's configs (D4RL -v0): hopper medium 5,
+    medium-expert, medium-replay and random 1; halfcheetah medium 1, medium-replay 1, medium-expert 5, random 0.5;
+    walker2d medium 5, medium-expert 2, medium-replay and random 1. OfflineRL-Kit (D4RL -v2): hopper medium 5,
+    medium-replay 2.5, medium-expert 5; halfcheetah 0.5, 0.5, 2.5; walker2d 0.5, 2.5, 2.5. Pendulum: 5, ours (with 1
+    the policy learns to exploit the model: docs/mopo.md, Results)"""
+    rollout_batch_size: int = 5_000
+    """branches started at each rollout, from states drawn from the data (5k for the small default data;
+    MOPO's code, OfflineRL-Kit: 50k)"""
+    rollout_freq: int = 250
+    """start new branches every this many SAC steps (250 for 10k steps; MOPO's code, OfflineRL-Kit: 1000)"""
+    model_retain_epochs: int = 5
+    """the model buffer keeps the transitions of the last this many rollout rounds (h x rollout-batch-size
+    each), the oldest dropped first (MOPO's code, OfflineRL-Kit: 5)"""
+    real_ratio: float = 0.05
+    """fraction of each SAC batch drawn from the dataset, the rest from the model buffer (MOPO's code,
+    OfflineRL-Kit: 0.05)"""
+
+
+def common_arg_errors(args) -> list[str]:
+    """The checks of the flags every script shares (kept identical in every file)."""
+    errors = []
+    for name in ("total_steps", "batch_size", "eval_freq", "eval_episodes"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    for name in ("gamma", "tau"):  # discount in [0, 1), Polyak rate in (0, 1], where a script has them
+        value = getattr(args, name, None)
+        if name == "gamma" and value is not None and not 0.0 <= value < 1.0:
+            errors.append(f"--gamma must be in [0, 1) (got {value})")
+        if name == "tau" and value is not None and not 0.0 < value <= 1.0:
+            errors.append(f"--tau must be in (0, 1] (got {value})")
+    if args.eval_env_kwargs is not None:
+        try:
+            if not isinstance(json.loads(args.eval_env_kwargs), dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            errors.append(f"--eval-env-kwargs must be a JSON object like '{{\"m\": 1.3}}' (got {args.eval_env_kwargs!r}: {e})")
+    if args.eval_checkpoint is not None and not os.path.isfile(args.eval_checkpoint):
+        errors.append(f"--eval-checkpoint: no such file '{args.eval_checkpoint}'")
+    return errors
+
+
+def check_args(args: Args) -> None:
+    """Bad flags fail here, before anything is written."""
+    errors = common_arg_errors(args)
+    for name in ("hidden_dim", "critic_layers", "actor_layers", "ensemble_size", "num_elites", "model_hidden_dim",
+                 "model_layers", "model_batch_size", "model_patience", "rollout_batch_size", "rollout_freq",
+                 "model_retain_epochs"):
+        if getattr(args, name) <= 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    for name in ("policy_lr", "q_lr", "entropy_lr", "model_lr"):
+        if not getattr(args, name) > 0:
+            errors.append(f"--{name.replace('_', '-')} must be positive (got {getattr(args, name)})")
+    if args.rollout_length < 1:
+        errors.append(f"--rollout-length (h) must be at least 1 (got {args.rollout_length})")
+    if not (math.isfinite(args.penalty_coef) and args.penalty_coef >= 0):
+        errors.append(f"--penalty-coef (lambda) must be >= 0 (got {args.penalty_coef})")
+    if args.num_elites > args.ensemble_size:
+        errors.append(f"--num-elites ({args.num_elites}) cannot exceed --ensemble-size ({args.ensemble_size})")
+    if not 0.0 <= args.real_ratio <= 1.0:
+        errors.append(f"--real-ratio must be in [0, 1] (got {args.real_ratio})")
+    if not 0.0 < args.holdout_ratio < 1.0:
+        errors.append(f"--holdout-ratio must be in (0, 1) (got {args.holdout_ratio})")
+    if args.model_max_epochs is not None and args.model_max_epochs <= 0:
+        errors.append(f"--model-max-epochs must be positive or None (got {args.model_max_epochs})")
+    if not (math.isfinite(args.logvar_bound_coef) and args.logvar_bound_coef >= 0):
+        errors.append(f"--logvar-bound-coef must be >= 0 (got {args.logvar_bound_coef})")
+    if errors:
+        sys.exit("error: " + "\n       ".join(errors))
+
+
+# ALGO LOGIC: the dynamics model: an ensemble of Gaussians over (s' - s, r), its likelihood and its training
+def gaussian_nll(mean: torch.Tensor, logvar: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The negative log-likelihood of `target` under each member's diagonal Gaussian, in nats per
+    dimension, averaged over the batch and the dimensions:
+
+        NLL_i = E_{(x,y)} (1/D) sum_d [ (y_d - mu_id)^2 / sigma_id^2 + log sigma_id^2 + log 2 pi ] / 2
+
+    mean, logvar (= log sigma^2): (N, B, D), one Gaussian per member i and row; target: (N, B, D) or
+    (B, D) (the same targets for every member). Returns (N,), one loss per member."""
+    # BEGIN SOLUTION
+    # -log N(y; mu, sigma^2) = ((y - mu)^2 / sigma^2 + log sigma^2 + log 2 pi) / 2, per dimension
+    nll = 0.5 * ((target - mean).pow(2) * torch.exp(-logvar) + logvar + math.log(2 * math.pi))
+    return nll.mean(dim=(1, 2))
+    # END SOLUTION
+
+
+def soft_clamp(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """x pushed smoothly into (low, high): high - softplus(high - x), then low + softplus(. - low). Unlike a
+    hard clamp it keeps a gradient everywhere, so the bounds themselves are learned (MOPO's bnn.py)."""
+    x = high - F.softplus(high - x)
+    return low + F.softplus(x - low)
+
+
+class EnsembleDynamics(nn.Module):
+    """N probabilistic MLPs, each mapping (s, a) to a diagonal Gaussian over (s' - s, r): mean and
+    log-variance. The members' weights are stacked, (N, in, out) per layer, so one batched matrix
+    product (`baddbmm`) per layer runs every member on its own rows: no loop over members.
+
+    Inputs are normalised inside by statistics fitted to the training split (`fit_input_statistics`);
+    outputs are in the data's own units. Observations and actions enter in the env's units."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int = 200, layers: int = 4, ensemble_size: int = 7,
+                 num_elites: int = 5):
+        super().__init__()
+        self.obs_dim, self.ensemble_size = obs_dim, ensemble_size
+        out_dim = obs_dim + 1  # (s' - s, r)
+        sizes = [obs_dim + act_dim] + [hidden_dim] * layers + [2 * out_dim]
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            # truncated normal, std 1 / (2 sqrt(fan_in)), zero bias (MOPO's fc.py, OfflineRL-Kit's EnsembleLinear)
+            w = torch.empty(ensemble_size, fan_in, fan_out)
+            nn.init.trunc_normal_(w, std=1.0 / (2.0 * math.sqrt(fan_in)))
+            self.weights.append(nn.Parameter(w))
+            self.biases.append(nn.Parameter(torch.zeros(ensemble_size, 1, fan_out)))
+        # L2 weight decay per layer, growing with depth (MOPO's constructor.py: 2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+        self.weight_decays = [2.5e-5, 5e-5] + [7.5e-5] * (layers - 2) + [1e-4] if layers >= 2 else [2.5e-5, 1e-4]
+        # learned bounds of log sigma^2, one per output dimension (MOPO's bnn.py: start at 0.5 and -10)
+        self.max_logvar = nn.Parameter(torch.full((out_dim,), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((out_dim,), -10.0))
+        self.register_buffer("input_mean", torch.zeros(obs_dim + act_dim))
+        self.register_buffer("input_std", torch.ones(obs_dim + act_dim))
+        self.register_buffer("elites", torch.arange(num_elites))
+
+    def fit_input_statistics(self, inputs: torch.Tensor) -> None:
+        """Normalise (s, a) by the training split's mean and std (std floored, as every loader here)."""
+        self.input_mean.copy_(inputs.mean(0))
+        self.input_std.copy_(inputs.std(0).clamp_min(1e-3))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor):
+        """obs (B, obs_dim), act (B, act_dim): every member on the same rows; or (N, B, .): member i on
+        its own rows. Returns mean and log-variance of (s' - s, r), each (N, B, obs_dim + 1)."""
+        x = (torch.cat([obs, act], dim=-1) - self.input_mean) / self.input_std
+        if x.dim() == 2:
+            x = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < len(self.weights) - 1:
+                x = F.silu(x)  # swish: x sigmoid(x)
+        mean, logvar = x.chunk(2, dim=-1)
+        return mean, soft_clamp(logvar, self.min_logvar, self.max_logvar)
+
+    def decay_loss(self) -> torch.Tensor:
+        # sum_l w_l ||W_l||^2 / 2, over every member
+        return sum(wd * 0.5 * w.pow(2).sum() for wd, w in zip(self.weight_decays, self.weights))
+
+
+class ModelDivergedError(RuntimeError):
+    """The model's NLL became NaN or infinite during training."""
+
+
+@torch.no_grad()
+def _holdout_errors(model: EnsembleDynamics, obs, act, target):
+    mean, logvar = model(obs, act)
+    return gaussian_nll(mean, logvar, target), (mean - target).pow(2).mean(dim=(1, 2))
+
+
+def train_model(model: EnsembleDynamics, obs: torch.Tensor, act: torch.Tensor, rew: torch.Tensor,
+                next_obs: torch.Tensor, lr: float = 1e-3, batch_size: int = 256, holdout_ratio: float = 0.2,
+                max_holdout: int = 1000, patience: int = 5, max_epochs: Optional[int] = None,
+                logvar_bound_coef: float = 0.01, on_epoch: Optional[Callable[[int, dict], None]] = None) -> dict:
+    """Fit the ensemble to the transitions (s, a, r, s') by Gaussian NLL, as MOPO's bnn.py does:
+
+    - a random held-out split of min(holdout_ratio * n, max_holdout) transitions, the same for all members;
+    - each member trains on its own bootstrap resample of the rest, reshuffled every epoch;
+    - after each epoch, each member whose held-out MSE improved by more than 1% on its best is snapshotted;
+      training stops after `patience` epochs with no such improvement (or after max_epochs);
+    - the snapshots are restored and the members with the lowest held-out MSE become the elites.
+
+    Inputs in the env's units (rows aligned). `on_epoch(epoch, metrics)` is called after each epoch.
+    Returns the final metrics (held-out NLL and MSE over the elites, per-member MSE, epochs, elites).
+    Raises ModelDivergedError if the NLL is not finite."""
+    n, N = obs.shape[0], model.ensemble_size
+    targets = torch.cat([next_obs - obs, rew.unsqueeze(-1)], dim=-1)  # (s' - s, r)
+    perm = torch.randperm(n, device=obs.device)
+    n_holdout = min(int(n * holdout_ratio), max_holdout)
+    hold, train = perm[:n_holdout], perm[n_holdout:]
+    n_train = train.shape[0]
+    model.fit_input_statistics(torch.cat([obs[train], act[train]], dim=-1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # one bootstrap resample of the training split per member (MOPO's bnn.py)
+    boot = train[torch.randint(0, n_train, (N, n_train), device=obs.device)]
+    best = torch.full((N,), math.inf, device=obs.device)
+    snapshot = copy.deepcopy(model.state_dict())
+    epoch, since_update, metrics = 0, 0, {}
+    while max_epochs is None or epoch < max_epochs:
+        epoch += 1
+        # reshuffle each member's rows
+        boot = boot.gather(1, torch.argsort(torch.rand(N, n_train, device=obs.device), dim=1))
+        nll_sum, batches = torch.zeros(N, device=obs.device), 0
+        for start in range(0, n_train, batch_size):
+            idx = boot[:, start:start + batch_size]  # (N, b): member i's rows
+            mean, logvar = model(obs[idx], act[idx])
+            nll = gaussian_nll(mean, logvar, targets[idx])  # (N,)
+            # L = sum_i NLL_i + weight decay + c (sum max log sigma^2 - sum min log sigma^2)
+            loss = (nll.sum() + model.decay_loss()
+                    + logvar_bound_coef * (model.max_logvar.sum() - model.min_logvar.sum()))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            nll_sum += nll.detach()
+            batches += 1
+        holdout_nll, holdout_mse = _holdout_errors(model, obs[hold], act[hold], targets[hold])
+        train_nll = nll_sum / batches
+        if not (torch.isfinite(train_nll).all() and torch.isfinite(holdout_nll).all()):
+            raise ModelDivergedError(
+                f"the dynamics model diverged: its NLL is not finite at epoch {epoch} (train {train_nll.tolist()}); "
+                f"check the dataset for NaN or huge values, or lower --model-lr (got {lr})")
+        # snapshot each member that improved its held-out MSE by more than 1% (MOPO's _save_best)
+        improved = holdout_mse < 0.99 * best  # (best - mse) / best > 0.01
+        best = torch.where(improved, holdout_mse, best)
+        state = model.state_dict()
+        for key in ("weights", "biases"):
+            for name in (k for k in state if k.startswith(key + ".")):
+                snapshot[name][improved] = state[name][improved]
+        for name in ("max_logvar", "min_logvar", "input_mean", "input_std"):  # shared by all members
+            snapshot[name] = state[name].clone()
+        since_update = 0 if improved.any() else since_update + 1
+        order = torch.argsort(holdout_mse)[:model.elites.shape[0]]
+        metrics = {"epoch": epoch, "train_nll": train_nll.mean().item(), "holdout_nll": holdout_nll[order].mean().item(),
+                   "holdout_mse": holdout_mse[order].mean().item(), "improved": int(improved.sum()),
+                   "holdout_mse_per_member": holdout_mse.tolist()}
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if since_update > patience:
+            break
+    model.load_state_dict(snapshot)
+    holdout_nll, holdout_mse = _holdout_errors(model, obs[hold], act[hold], targets[hold])
+    elites = torch.argsort(holdout_mse)[:model.elites.shape[0]]
+    model.elites.copy_(elites)
+    return {"epochs": epoch, "train_nll": metrics["train_nll"], "holdout_nll": holdout_nll[elites].mean().item(),
+            "holdout_mse": holdout_mse[elites].mean().item(), "holdout_mse_per_member": holdout_mse.tolist(),
+            "elites": sorted(elites.tolist()), "stopped_early": since_update > patience}
+
+
+# ALGO LOGIC: the penalty, the termination rules and the rollouts
+def penalized_reward(reward: torch.Tensor, std: torch.Tensor, penalty_coef: float):
+    """MOPO's uncertainty-penalised reward (the paper's Eq. for r~, u as in the authors' fake_env.py):
+
+        u(s,a) = max_{i=1..N} || sigma_i(s,a) ||_2,   r~(s,a) = r^(s,a) - lambda u(s,a)
+
+    reward: (B,), the model's sampled reward r^; std: (N, B, D), every member's predicted standard deviation
+    over all D outputs (s' - s and r); penalty_coef: lambda. Returns (r~ (B,), u (B,))."""
+    # BEGIN SOLUTION
+    # u = max_i ||sigma_i(s,a)||: the norm over the outputs, the max over the members
+    u = std.norm(dim=-1).max(dim=0).values
+    return reward - penalty_coef * u, u
+    # END SOLUTION
+
+
+class UnknownTerminationError(ValueError):
+    """An env without a termination rule: model rollouts cannot tell where an episode ends."""
+
+
+def never_terminates(env: gym.Env):
+    """Pendulum and HalfCheetah: no state ends an episode (only the time limit, which is no termination)."""
+    return lambda obs, act, next_obs: torch.zeros(next_obs.shape[0], dtype=torch.bool, device=next_obs.device)
+
+
+def hopper_termination(env: gym.Env):
+    """Gymnasium Hopper-v5's `is_healthy`, read from the env: terminated when not all of z (height),
+    the torso angle and the state beyond them lie strictly inside the env's healthy ranges."""
+    u = env.unwrapped
+    if not u._terminate_when_unhealthy:
+        return never_terminates(env)
+    k = 0 if u._exclude_current_positions_from_observation else 1  # obs = qpos[1:] + qvel, or qpos + qvel
+    (z_lo, z_hi), (a_lo, a_hi), (s_lo, s_hi) = u._healthy_z_range, u._healthy_angle_range, u._healthy_state_range
+
+    def done(obs, act, next_obs):
+        z, angle, state = next_obs[:, k], next_obs[:, k + 1], next_obs[:, k + 1:]
+        healthy = ((z_lo < z) & (z < z_hi) & (a_lo < angle) & (angle < a_hi)
+                   & ((s_lo < state) & (state < s_hi)).all(dim=-1))
+        return ~healthy
+    return done
+
+
+def walker2d_termination(env: gym.Env):
+    """Gymnasium Walker2d-v5's `is_healthy`, read from the env: terminated unless z (height) and the torso
+    angle lie strictly inside the env's healthy ranges."""
+    u = env.unwrapped
+    if not u._terminate_when_unhealthy:
+        return never_terminates(env)
+    k = 0 if u._exclude_current_positions_from_observation else 1
+    (z_lo, z_hi), (a_lo, a_hi) = u._healthy_z_range, u._healthy_angle_range
+
+    def done(obs, act, next_obs):
+        z, angle = next_obs[:, k], next_obs[:, k + 1]
+        return ~((z_lo < z) & (z < z_hi) & (a_lo < angle) & (angle < a_hi))
+    return done
+
+
+# The env's class -> a function of the env that returns done(obs, act, next_obs), in the env's units.
+TERMINATION_RULES = {"PendulumEnv": never_terminates, "HalfCheetahEnv": never_terminates,
+                     "HopperEnv": hopper_termination, "Walker2dEnv": walker2d_termination}
+
+
+def termination_fn(env: gym.Env):
+    """The known termination rule of `env`: done(obs, act, next_obs) -> (B,) bool, on raw observations."""
+    name = type(env.unwrapped).__name__
+    if name not in TERMINATION_RULES:
+        env_id = env.spec.id if env.spec is not None else name
+        raise UnknownTerminationError(
+            f"no termination rule for the env {env_id} ({name}): model rollouts must know which steps end an "
+            f"episode, and the model does not learn it. Add one to TERMINATION_RULES in mopo.py: "
+            f"'{name}': a function of the env returning done(obs, act, next_obs) -> bool tensor, on raw "
+            f"observations (see hopper_termination; never_terminates if no state ends an episode)")
+    return TERMINATION_RULES[name](env)
+
+
+@torch.no_grad()
+def rollout(model: EnsembleDynamics, policy: Callable, start_obs: torch.Tensor, horizon: int,
+            is_terminal: Callable, penalty_coef: float, generator: Optional[torch.Generator] = None) -> dict:
+    """h-step branches in the model from `start_obs` (B, obs_dim), raw: at each step a ~ policy(s), then
+    (s' - s, r^) sampled from the Gaussian of one elite drawn at random per row, r~ = r^ - lambda u, and
+    the branches that terminated stop (MOPO's _rollout_model). `policy` maps raw observations to actions
+    in the env's units. Returns the transitions of every step, concatenated: obs, act, reward (r~),
+    next_obs, done, penalty (u), model_reward (r^); and `mean_length`, transitions per branch."""
+    out = {k: [] for k in ("obs", "act", "reward", "next_obs", "done", "penalty", "model_reward")}
+    obs, B = start_obs, start_obs.shape[0]
+    for _ in range(horizon):
+        act = policy(obs)
+        mean, logvar = model(obs, act)  # (N, n, D): all members, for the penalty's max
+        std = torch.exp(0.5 * logvar)
+        n, rows = obs.shape[0], torch.arange(obs.shape[0], device=obs.device)
+        member = model.elites[torch.randint(0, model.elites.shape[0], (n,), device=obs.device, generator=generator)]
+        eps = torch.randn(mean.shape[1:], device=obs.device, generator=generator)
+        # (s' - s, r^) ~ N(mu_i(s,a), sigma_i(s,a)^2), i a random elite
+        sample = mean[member, rows] + std[member, rows] * eps
+        next_obs, model_reward = obs + sample[:, :-1], sample[:, -1]
+        # r~ = r^ - lambda u(s,a)
+        reward, u = penalized_reward(model_reward, std, penalty_coef)
+        done = is_terminal(obs, act, next_obs)
+        for k, v in zip(out, (obs, act, reward, next_obs, done, u, model_reward)):
+            out[k].append(v)
+        if done.all():
+            break
+        obs = next_obs[~done]  # a terminated branch ends there
+    batch = {k: torch.cat(v) for k, v in out.items()}
+    batch["mean_length"] = batch["obs"].shape[0] / B
+    return batch
+
+
+class ModelBuffer:
+    """A first-in-first-out buffer of transitions (s, a, r, s', d), preallocated on one device: the model's
+    rollouts (the oldest dropped once full, as MOPO's model pool), or the dataset itself. Stored as the
+    SAC update reads them: observations normalised, actions in [-1, 1]^d, d = 1 only at a termination."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device):
+        self.observations = torch.zeros((capacity, obs_dim), device=device)
+        self.actions = torch.zeros((capacity, act_dim), device=device)
+        self.rewards = torch.zeros(capacity, device=device)
+        self.next_observations = torch.zeros((capacity, obs_dim), device=device)
+        self.terminals = torch.zeros(capacity, device=device)
+        self.capacity, self.size, self.pos, self.device = capacity, 0, 0, device
+
+    def add(self, obs, act, rew, next_obs, done) -> None:
+        """Append a batch of transitions; past the capacity the oldest are overwritten."""
+        n = obs.shape[0]
+        if n > self.capacity:  # only the newest fit
+            obs, act, rew, next_obs, done = (x[-self.capacity:] for x in (obs, act, rew, next_obs, done))
+            n = self.capacity
+        idx = (self.pos + torch.arange(n, device=self.device)) % self.capacity
+        self.observations[idx], self.actions[idx], self.rewards[idx] = obs, act, rew
+        self.next_observations[idx], self.terminals[idx] = next_obs, done.float()
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: Optional[torch.Generator] = None):
+        """(s, a, r, s', d), each (batch_size, ...), drawn uniformly from the stored transitions."""
+        idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
+        return (self.observations[idx], self.actions[idx], self.rewards[idx], self.next_observations[idx],
+                self.terminals[idx])
+
+
+# ALGO LOGIC: SAC, the policy optimiser (cql.py's backbone without the conservative term)
+def tanh_gaussian_log_prob(u: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log pi(a|s) of a tanh-Gaussian action a = tanh(u), u ~ N(mu(s), sigma(s)^2), per dimension j:
+    log pi(a|s) = sum_j [ log N(u_j; mu_j, sigma_j^2) - log(1 - tanh(u_j)^2) ] (as in cql.py)."""
+    # log N(u; mu, sigma^2) = -(u - mu)^2 / (2 sigma^2) - log sigma - log(2 pi) / 2
+    log_normal = -0.5 * ((u - mean) / log_std.exp()).pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+    # log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)), finite for any u
+    log_det = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+    return (log_normal - log_det).sum(-1)
+
+
+def mlp(in_dim: int, hidden_dim: int, layers: int) -> nn.Sequential:
+    modules = []
+    for i in range(layers):
+        modules += [nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim), nn.ReLU()]
+    return nn.Sequential(*modules)
+
+
+class Actor(nn.Module):
+    """Tanh-Gaussian policy: a = tanh(u), u ~ N(mu(s), sigma(s)^2). Actions live in [-1, 1]^d; `act`
+    scales the deterministic action tanh(mu(s)) to the env's bounds."""
+
+    LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0  # keeps sigma in a range where log pi stays finite
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_dim: int, layers: int, action_low, action_high):
+        super().__init__()
+        self.trunk = mlp(obs_dim, hidden_dim, layers)
+        self.mean = nn.Linear(hidden_dim, act_dim)
+        self.log_std = nn.Linear(hidden_dim, act_dim)
+        self.register_buffer("action_scale", (action_high - action_low) / 2.0)
+        self.register_buffer("action_bias", (action_high + action_low) / 2.0)
+
+    def forward(self, obs: torch.Tensor):
+        h = self.trunk(obs)
+        return self.mean(h), self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
+
+    def sample(self, obs: torch.Tensor):
+        """An action a ~ pi(.|s) in [-1, 1]^d and log pi(a|s): shapes (B, d), (B)."""
+        mean, log_std = self(obs)
+        # u = mu + sigma eps, eps ~ N(0, I): the reparameterisation, so gradients reach mu and sigma
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        return torch.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """The deterministic action tanh(mu(s)), in the env's units (for evaluation)."""
+        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias
+
+    def explore(self, obs: torch.Tensor) -> torch.Tensor:
+        """An action a ~ pi(.|s), in the env's units (for the model rollouts)."""
+        return self.sample(obs)[0] * self.action_scale + self.action_bias
+
+
+class TwinQ(nn.Module):
+    """Q_1 and Q_2, each an MLP on [s, a], stored as stacked weights: one batched matrix product per
+    layer evaluates both critics (as in cql.py)."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, layers: int, n: int = 2):
+        super().__init__()
+        sizes = [in_dim] + [hidden_dim] * layers + [1]
+        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
+        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation, per critic
+            self.weights.append(nn.Parameter(torch.empty(n, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(n, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+        """obs (M, obs_dim), act (M, act_dim) -> (2, M): Q_1(s, a) and Q_2(s, a)."""
+        x = torch.cat([obs, act], dim=-1).unsqueeze(0).expand(self.weights[0].shape[0], -1, -1)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if i < len(self.weights) - 1:
+                x = F.relu(x)
+        return x.squeeze(-1)
+
+
+def td_target(rew: torch.Tensor, done: torch.Tensor, next_v: torch.Tensor, gamma: float) -> torch.Tensor:
+    """y = r + gamma (1 - d) min_i V_i(s'), where V_i(s') = Qbar_i(s', a') - beta log pi(a'|s') (soft) or
+    Qbar_i(s', a'); rew, done: (B,); next_v: (2, B). Returns (B,)."""
+    return rew + gamma * (1.0 - done) * next_v.min(dim=0).values
+
+
+def actor_loss(log_pi: torch.Tensor, q_pi: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+    """L_pi = E_{s, a~pi(.|s)}[ beta log pi(a|s) - min_i Q_i(s,a) ]; log_pi (B,), q_pi (2, B)."""
+    return (beta * log_pi - q_pi.min(dim=0).values).mean()
+
+
+def temperature_loss(log_beta: torch.Tensor, log_pi: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """SAC's automatic entropy tuning: L_beta = E_{a~pi}[ -beta (log pi(a|s) + Hbar) ], Hbar = -dim(A)."""
+    return -(log_beta.exp() * (log_pi.detach() + target_entropy)).mean()
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    # Qbar <- (1 - tau) Qbar + tau Q
+    for p_target, p in zip(target.parameters(), online.parameters()):
+        p_target.lerp_(p, tau)
+
+
+class SAC:
+    """The networks, optimisers and one gradient step of SAC, on whatever batch it is given (MOPO mixes real
+    and model transitions; the pessimism is in the model transitions' rewards, not here)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, args: Args, action_low, action_high, device):
+        self.args = args
+        self.actor = Actor(obs_dim, act_dim, args.hidden_dim, args.actor_layers, action_low, action_high).to(device)
+        self.critic = TwinQ(obs_dim + act_dim, args.hidden_dim, args.critic_layers).to(device)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # SAC's automatic entropy tuning: beta = exp(log_beta), target entropy -dim(A) (Haarnoja et al. 2018)
+        self.log_beta = torch.zeros((), device=device, requires_grad=True)
+        self.target_entropy = -float(act_dim)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=args.policy_lr)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=args.q_lr)
+        self.beta_optimizer = torch.optim.Adam([self.log_beta], lr=args.entropy_lr)
+
+    def critic_loss(self, obs, act, rew, next_obs, done):
+        with torch.no_grad():
+            next_act, next_log_pi = self.actor.sample(next_obs)
+            next_v = self.critic_target(next_obs, next_act)
+            if self.args.backup_entropy:
+                # soft value: Qbar_i(s', a') - beta log pi(a'|s')
+                next_v = next_v - self.log_beta.exp() * next_log_pi
+            # y = r + gamma (1 - d) min_i (Qbar_i(s', a') - beta log pi(a'|s')),  a' ~ pi(.|s')
+            target = td_target(rew, done, next_v, self.args.gamma)
+        # L_Q = sum_i E[ (Q_i(s,a) - y)^2 ]
+        return (self.critic(obs, act) - target).pow(2).mean(dim=1).sum()
+
+    def update(self, obs, act, rew, next_obs, done) -> dict:
+        """One gradient step on a batch (actions in [-1, 1]^d). Returns detached tensors, no sync."""
+        # 1. the critics
+        critic_loss = self.critic_loss(obs, act, rew, next_obs, done)
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        # 2. the actor and the entropy temperature
+        pi_act, log_pi = self.actor.sample(obs)
+        # L_pi = E[ beta log pi(a|s) - min_i Q_i(s,a) ],  a ~ pi(.|s)
+        loss_pi = actor_loss(log_pi, self.critic(obs, pi_act), self.log_beta.exp().detach())
+        # L_beta = E[ -beta (log pi(a|s) + Hbar) ]
+        loss_beta = temperature_loss(self.log_beta, log_pi, self.target_entropy)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.beta_optimizer.zero_grad(set_to_none=True)
+        (loss_pi + loss_beta).backward()  # the critic's gradients from this are cleared at its next step
+        self.actor_optimizer.step()
+        self.beta_optimizer.step()
+        # 3. Qbar <- (1 - tau) Qbar + tau Q
+        polyak_update(self.critic_target, self.critic, self.args.tau)
+        return {"critic_loss": critic_loss.detach(), "actor_loss": loss_pi.detach(), "entropy": -log_pi.detach().mean()}
+
+
+# TRY NOT TO MODIFY: evaluation, checkpoints and logging
+def evaluation_seeds(seed: int, evaluation: int, episodes: int) -> list[int]:
+    """Fresh start states at each evaluation, reproducible from (seed, evaluation index)."""
+    return [int(s) for s in np.random.SeedSequence([seed, evaluation]).generate_state(episodes)]
+
+
+@torch.no_grad()
+def evaluate(policy, data: OfflineDataset, seeds: list[int], device, video_dir: Optional[str] = None):
+    """Roll out `policy` (normalised obs tensor -> action tensor) deterministically, one episode per
+    seed, all side by side. Returns (raw returns, normalised scores or None)."""
+
+    def make(i):
+        def thunk():
+            env = data.make_eval_env(render_mode="rgb_array" if video_dir and i == 0 else None)
+            if video_dir and i == 0:
+                env = gym.wrappers.RecordVideo(env, video_dir, episode_trigger=lambda _: True, disable_logger=True)
+            return env
+        return thunk
+
+    envs = gym.vector.SyncVectorEnv([make(i) for i in range(len(seeds))])
+    obs, _ = envs.reset(seed=seeds)
+    returns = np.zeros(len(seeds))
+    done = np.zeros(len(seeds), dtype=bool)
+    while not done.all():
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=device)
+        action = policy(data.normalize_obs(obs_t)).cpu().numpy().astype(envs.single_action_space.dtype)
+        obs, reward, terminated, truncated, _ = envs.step(action)
+        returns += np.where(done, 0.0, reward)  # an env that finished keeps its first episode's return
+        done |= terminated | truncated
+    envs.close()
+    return returns, data.normalized_score(returns)
+
+
+def save_checkpoint(path: str, checkpoint: dict) -> None:
+    """Write to a temporary name, then rename: a crash never leaves half a file."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def load_checkpoint(path: str, algorithm: str, keys: tuple[str, ...], device) -> dict:
+    """Read a checkpoint that `algorithm`'s --save-model wrote; anything else exits with a clear error
+    before a run directory exists. weights_only=True: tensors and plain containers, never code."""
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # not a torch file, a truncated one, or one holding pickled objects
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py: torch cannot read it "
+                 f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+    written_by = checkpoint.get("algorithm") if isinstance(checkpoint, dict) else None
+    if written_by is not None and written_by != algorithm:
+        sys.exit(f"error: '{path}' is a checkpoint of {written_by}.py, not of {algorithm}.py: "
+                 f"evaluate it with `python {written_by}.py --eval-checkpoint {path}`")
+    missing = [k for k in (*keys, "args", "obs_mean", "obs_std", "eval_seeds")
+               if not isinstance(checkpoint, dict) or k not in checkpoint]
+    if missing:
+        sys.exit(f"error: '{path}' is not a checkpoint of {algorithm}.py (it lacks {', '.join(missing)})")
+    return checkpoint
+
+
+def write_summary(run_dir: str, data: OfflineDataset, summary: dict) -> None:
+    # the reference returns behind every normalised score in it: the report pools runs that share them
+    summary = {**summary, "ref_min_score": data.ref_min_score, "ref_max_score": data.ref_max_score}
+    with open(os.path.join(run_dir, "summary.json.tmp"), "w") as f:
+        json.dump(summary, f, indent=2)
+    os.replace(os.path.join(run_dir, "summary.json.tmp"), os.path.join(run_dir, "summary.json"))
+    print(json.dumps(summary, indent=2))
+
+
+def exit_on_unimplemented_exercise(exc_type, exc, tb) -> None:
+    """sys.excepthook: a course exercise still to write ends the run with its own message."""
+    if issubclass(exc_type, NotImplementedError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        sys.__excepthook__(exc_type, exc, tb)
+
+
+def keep_freed_memory() -> bool:
+    """glibc only (elsewhere a no-op): keep freed blocks up to 32 MiB in the heap instead of handing them
+    back to the OS, which costs page faults when the next step asks for them again (docs/benchmarks.md).
+    The same as exporting MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824.
+    Returns whether both settings took."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # raises AttributeError where the C library is not glibc
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # malloc.h
+    return libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
+
+
+def score_text(returns, scores) -> str:
+    text = f"return {returns.mean():.1f}"
+    return text + (f" | normalized score {scores.mean():.1f}" if scores is not None else "")
+
+
+if __name__ == "__main__":
+    sys.excepthook = exit_on_unimplemented_exercise
+    keep_freed_memory()
+    args = tyro.cli(Args)
+    check_args(args)
+    if args.track:
+        try:
+            import wandb
+        except ImportError:
+            sys.exit("error: --track needs Weights and Biases: pip install wandb")
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    if args.cuda and not torch.cuda.is_available():
+        print("CUDA is not available: running on the CPU.")
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    checkpoint = None
+    if args.eval_checkpoint:
+        checkpoint = load_checkpoint(args.eval_checkpoint, "mopo", ("actor", "critic", "dynamics"), device)
+        args.dataset_id = checkpoint["args"]["dataset_id"]
+    try:
+        data = load_dataset(args.dataset_id, device)
+        if args.eval_env_kwargs is not None:  # a dynamics-shift test: evaluation only, the data stay
+            data.set_eval_env_kwargs(json.loads(args.eval_env_kwargs))
+    except DatasetError as e:
+        sys.exit(f"error: {e}")
+    # Evaluation runs the dataset's env, and the rollouts need its termination rule: fail now, not after training.
+    try:
+        env = data.make_env()
+    except Exception as e:
+        sys.exit(f"error: cannot make the environment of '{args.dataset_id}', which evaluation runs and whose "
+                 f"termination rule the model rollouts use ({type(e).__name__}: {e}). The dataset must record an "
+                 f"env spec (minari's env= / eval_env= when it was created) whose env is installed here.")
+    try:
+        is_terminal = termination_fn(env)
+    except UnknownTerminationError as e:
+        if checkpoint is None:
+            sys.exit(f"error: {e}")
+    finally:
+        env.close()
+
+    model = EnsembleDynamics(data.obs_dim, data.act_dim, args.model_hidden_dim, args.model_layers,
+                             args.ensemble_size, args.num_elites).to(device)
+    model_history, model_result, t_start = [], None, time.time()
+    if checkpoint is None:
+        # ALGO LOGIC: phase 1, the dynamics ensemble, trained before any run folder exists: a model that
+        # diverges stops the script with nothing written
+        print(f"Training the dynamics model ({args.ensemble_size} members, {args.num_elites} elites, "
+              f"{args.model_layers}x{args.model_hidden_dim}) on {args.dataset_id} on {device}", flush=True)
+        t_print = time.time()
+
+        def on_epoch(epoch: int, m: dict) -> None:
+            global t_print
+            model_history.append(m)
+            if time.time() - t_print > 10 or epoch == 1:
+                print(f"model epoch {epoch} | train NLL {m['train_nll']:.3f} | held-out NLL {m['holdout_nll']:.3f} "
+                      f"| held-out MSE {m['holdout_mse']:.5f} | members improved {m['improved']}/{args.ensemble_size}",
+                      flush=True)
+                t_print = time.time()
+
+        try:
+            model_result = train_model(model, data.observations, data.actions, data.rewards, data.next_observations,
+                                       lr=args.model_lr, batch_size=args.model_batch_size,
+                                       holdout_ratio=args.holdout_ratio, patience=args.model_patience,
+                                       max_epochs=args.model_max_epochs, logvar_bound_coef=args.logvar_bound_coef,
+                                       on_epoch=on_epoch)
+        except ModelDivergedError as e:
+            sys.exit(f"error: {e}")
+        model_result["train_time_s"] = round(time.time() - t_start, 1)
+        print(f"model trained: {model_result['epochs']} epochs in {model_result['train_time_s']}s "
+              f"({'early stop' if model_result['stopped_early'] else 'epoch limit'}) | held-out NLL "
+              f"{model_result['holdout_nll']:.3f} | held-out MSE {model_result['holdout_mse']:.5f} "
+              f"| elites {model_result['elites']}", flush=True)
+
+    run_name = f"{args.dataset_id}__{args.exp_name}__{args.seed}__{int(time.time())}".replace("/", "-")
+    run_dir = os.path.join("runs", run_name)
+    writer = SummaryWriter(run_dir)
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+    if args.track:
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    video_dir = os.path.join(run_dir, "videos") if args.capture_video else None
+
+    if checkpoint is not None:  # --eval-checkpoint: evaluate the saved policy, then exit
+        saved = checkpoint["args"]
+        actor = Actor(data.obs_dim, data.act_dim, saved["hidden_dim"], saved["actor_layers"],
+                      data.action_low, data.action_high).to(device)
+        actor.load_state_dict(checkpoint["actor"])
+        data.obs_mean, data.obs_std = checkpoint["obs_mean"].to(device), checkpoint["obs_std"].to(device)
+        seeds = checkpoint["eval_seeds"]
+        returns, scores = evaluate(actor.act, data, seeds, device, video_dir)
+        print(f"{args.eval_checkpoint}: {score_text(returns, scores)}")
+        write_summary(run_dir, data, {
+            "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
+            "returns": returns.tolist(), "return_mean": float(returns.mean()),
+            "normalized_score": None if scores is None else float(scores.mean()),
+            "reference": data.ref_source,
+        })
+        writer.close()
+        sys.exit(0)
+
+    for m in model_history:  # the model phase's curves, one point per epoch
+        for k in ("train_nll", "holdout_nll", "holdout_mse"):
+            writer.add_scalar(f"losses/model_{k}", m[k], m["epoch"])
+
+    # ALGO LOGIC: phase 2, SAC on batches of real and model transitions
+    agent = SAC(data.obs_dim, data.act_dim, args, data.action_low, data.action_high, device)
+    actor = agent.actor
+
+    def unit_actions(actions: torch.Tensor) -> torch.Tensor:
+        """The critics see actions in [-1, 1]^d, like the actor's."""
+        return ((actions - actor.action_bias) / actor.action_scale).clamp(-1.0, 1.0)
+
+    real = ModelBuffer(data.size, data.obs_dim, data.act_dim, device)
+    real.add(data.normalize_obs(data.observations), unit_actions(data.actions), data.rewards,
+             data.normalize_obs(data.next_observations), data.terminals)
+    model_buffer = ModelBuffer(args.rollout_batch_size * args.rollout_length * args.model_retain_epochs,
+                               data.obs_dim, data.act_dim, device)
+    n_real = int(args.batch_size * args.real_ratio)  # MOPO's code rounds down, as here
+    n_model = args.batch_size - n_real
+    log_generator = torch.Generator(device=device).manual_seed(args.seed)  # logging never changes training
+
+    def rollout_policy(obs: torch.Tensor) -> torch.Tensor:
+        return actor.explore(data.normalize_obs(obs))  # raw observations in, actions in the env's units out
+
+    history, best_score, train_time, evaluations, rollout_stats = [], -math.inf, 0.0, 0, {}
+    t_log = t_print = time.time()
+    print(f"Training SAC on {n_real} real + {n_model} model transitions per batch for {args.total_steps} steps, "
+          f"branches of h = {args.rollout_length}, lambda = {args.penalty_coef} ({run_dir})", flush=True)
+    for step in range(1, args.total_steps + 1):
+        if n_model > 0 and (step - 1) % args.rollout_freq == 0:
+            # h-step branches from states of the dataset, under the current policy
+            start = data.observations[torch.randint(0, data.size, (args.rollout_batch_size,), device=device)]
+            branch = rollout(model, rollout_policy, start, args.rollout_length, is_terminal, args.penalty_coef)
+            model_buffer.add(data.normalize_obs(branch["obs"]), unit_actions(branch["act"]), branch["reward"],
+                             data.normalize_obs(branch["next_obs"]), branch["done"])
+            rollout_stats = {"penalty": branch["penalty"].mean(), "model_reward": branch["model_reward"].mean(),
+                             "penalized_reward": branch["reward"].mean(), "terminal_rate": branch["done"].float().mean()}
+            mean_length = branch["mean_length"]
+        parts = [b.sample(n) for b, n in ((real, n_real), (model_buffer, n_model)) if n > 0]
+        obs, act, rew, next_obs, done = (torch.cat(x) for x in zip(*parts))
+        metrics = agent.update(obs, act, rew, next_obs, done)
+
+        evaluate_now = step % args.eval_freq == 0 or step == args.total_steps
+        if step % 1000 == 0 or evaluate_now:  # .item() syncs with the device: only at logging steps
+            with torch.no_grad():  # Q on a batch of real and one of model transitions, from the logging stream
+                for name, b in (("q_real", real), ("q_model", model_buffer)):
+                    if b.size > 0:
+                        o, a = b.sample(args.batch_size, log_generator)[:2]
+                        metrics[name] = agent.critic(o, a).mean()
+            metrics.update(entropy_temperature=agent.log_beta.exp(), **rollout_stats)
+            values = {k: round(v.item(), 4) for k, v in metrics.items()}
+            if rollout_stats:
+                values.update(mean_rollout_length=round(mean_length, 3), model_buffer_size=model_buffer.size)
+            for k, v in values.items():
+                writer.add_scalar(f"losses/{k}" if k.endswith(("loss", "entropy", "temperature")) else f"values/{k}", v, step)
+            now = time.time()
+            train_time += now - t_log
+            t_log = now
+            sps = round(step / train_time, 1)
+            writer.add_scalar("charts/SPS", sps, step)
+            line = (f"step {step}/{args.total_steps} | SPS {sps} | Q real {values.get('q_real', 0):.1f} "
+                    f"| Q model {values.get('q_model', 0):.1f} | penalty u {values.get('penalty', 0):.3f}")
+            if now - t_print > 15 and not evaluate_now:  # a sign of life between evaluations
+                print(line, flush=True)
+                t_print = now
+
+        if evaluate_now:
+            seeds = evaluation_seeds(args.seed, evaluations, args.eval_episodes)
+            evaluations += 1
+            actor.eval()
+            returns, scores = evaluate(actor.act, data, seeds, device, video_dir)
+            actor.train()
+            writer.add_scalar("eval/episodic_return", returns.mean(), step)
+            if scores is not None:
+                writer.add_scalar("eval/normalized_score", scores.mean(), step)
+                best_score = max(best_score, float(scores.mean()))
+            history.append([step, float(returns.mean()), None if scores is None else float(scores.mean())])
+            print(f"{line} | {score_text(returns, scores)}", flush=True)
+            if args.save_model:
+                save_checkpoint(os.path.join(run_dir, f"{args.exp_name}.pt"), {
+                    "algorithm": "mopo", "actor": actor.state_dict(), "critic": agent.critic.state_dict(),
+                    "critic_target": agent.critic_target.state_dict(), "log_beta": agent.log_beta.detach().cpu(),
+                    "dynamics": model.state_dict(), "args": asdict(args),
+                    "obs_mean": data.obs_mean.cpu(), "obs_std": data.obs_std.cpu(),
+                    "step": step, "eval_seeds": seeds,
+                })
+            t_log = t_print = time.time()  # evaluation time does not count in SPS
+
+    write_summary(run_dir, data, {
+        "algorithm": "mopo", "dataset_id": args.dataset_id, "seed": args.seed, "steps": args.total_steps,
+        "final_normalized_score": history[-1][2], "best_normalized_score": None if best_score == -math.inf else best_score,
+        "final_return_mean": history[-1][1], "final_returns": returns.tolist(), "reference": data.ref_source,
+        "sps": sps, "wall_time_s": round(time.time() - t_start, 1), "eval_history": history,
+        "final_values": values, "model": model_result,
+    })
+    writer.close()
