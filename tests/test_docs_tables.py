@@ -187,15 +187,11 @@ def committed_runs(folder: str):
     return report.find_runs([str(RESULTS / folder)])
 
 
-# scripts whose default runs are not committed yet (their cells read n/a); once they are, take them out
-NOT_COMMITTED = {"iql.py", "awac.py"}
-
-
 def test_every_default_run_has_three_committed_seeds():
     runs = report.default_runs(committed_runs("pendulum"))
     seeds = {script: [r.seed for r in rs] for script, rs in runs.items()}
     scripts = sorted(p.name for p in REPO.glob("*.py"))  # the algorithm scripts, at the top level
-    assert {s: len(v) for s, v in seeds.items()} == {s: 3 for s in scripts if s not in NOT_COMMITTED}, (
+    assert {s: len(v) for s, v in seeds.items()} == {s: 3 for s in scripts}, (
         f"each script's default run (no flags but the seed) needs 3 committed seeds in benchmarks/results/pendulum: "
         f"{seeds}")
 
