@@ -443,7 +443,7 @@ def termination_fn(env: gym.Env):
         env_id = env.spec.id if env.spec is not None else name
         raise UnknownTerminationError(
             f"no termination rule for the env {env_id} ({name}): model rollouts must know which steps end an "
-            f"episode, and the model does not learn it. Add one to TERMINATION_RULES in mopo.py: "
+            f"episode, and the model does not learn it. Add one to TERMINATION_RULES in this script: "
             f"'{name}': a function of the env returning done(obs, act, next_obs) -> bool tensor, on raw "
             f"observations (see hopper_termination; never_terminates if no state ends an episode)")
     return TERMINATION_RULES[name](env)
