@@ -136,16 +136,18 @@ class Args:
     """weight of the term that pulls the learned log-variance bounds together (MOPO's code: 0.01)"""
 
     # Algorithm-specific arguments: rollouts and the penalty
-    rollout_length: int = 5
-    """h: the length of each model branch. MOPO's configs (tianheyu927/mopo examples/config/d4rl/*.py, D4RL -v0):
-    5 on every set except walker2d random, medium-replay and medium-expert (1) and halfcheetah-medium (1);
-    OfflineRL-Kit (run_example/run_mopo.py, D4RL -v2): 5, except walker2d medium-replay and medium-expert (1)"""
+    rollout_length: int = 25
+    """h: the length of each model branch. Pendulum: 25, ours (with h = 5 SAC collapses on these branches even
+    with Pendulum's true dynamics, the edge-of-reach problem: docs/mopo.md, Results). MOPO's configs
+    (tianheyu927/mopo examples/config/d4rl/*.py, D4RL -v0): 5 on every set except walker2d random,
+    medium-replay and medium-expert (1) and halfcheetah-medium (1); OfflineRL-Kit (run_example/run_mopo.py,
+    D4RL -v2): 5, except walker2d medium-replay and medium-expert (1)"""
     penalty_coef: float = 5.0
     """lambda: weight of the uncertainty u in r~ = r^ - lambda u. MOPO's configs (D4RL -v0): hopper medium 5,
     medium-expert, medium-replay and random 1; halfcheetah medium 1, medium-replay 1, medium-expert 5, random 0.5;
     walker2d medium 5, medium-expert 2, medium-replay and random 1. OfflineRL-Kit (D4RL -v2): hopper medium 5,
-    medium-replay 2.5, medium-expert 5; halfcheetah 0.5, 0.5, 2.5; walker2d 0.5, 2.5, 2.5. Pendulum: 5, ours (with 1
-    the policy learns to exploit the model: docs/mopo.md, Results)"""
+    medium-replay 2.5, medium-expert 5; halfcheetah 0.5, 0.5, 2.5; walker2d 0.5, 2.5, 2.5. Pendulum: 5, the value
+    both use most; not tuned here (on the default data the branch length decides: docs/mopo.md, Results)"""
     rollout_batch_size: int = 5_000
     """branches started at each rollout, from states drawn from the data (5k for the small default data;
     MOPO's code, OfflineRL-Kit: 50k)"""
@@ -157,6 +159,10 @@ class Args:
     real_ratio: float = 0.05
     """fraction of each SAC batch drawn from the dataset, the rest from the model buffer (MOPO's code,
     OfflineRL-Kit: 0.05)"""
+    true_dynamics: bool = False
+    """a diagnostic, Pendulum only: the branches step Pendulum's own equations instead of the learned model (a
+    perfect model: u = 0, so no penalty). A collapse that remains is not the model's fault (docs/mopo.md,
+    Results). The learned model is still trained and saved, but no branch uses it"""
 
 
 def common_arg_errors(args) -> list[str]:
@@ -429,6 +435,33 @@ def walker2d_termination(env: gym.Env):
         z, angle = next_obs[:, k], next_obs[:, k + 1]
         return ~((z_lo < z) & (z < z_hi) & (a_lo < angle) & (angle < a_hi))
     return done
+
+
+class PendulumDynamics(nn.Module):
+    """Pendulum's own equations in the model's interface (--true-dynamics): every member predicts the true
+    (s' - s, r) with a vanishing variance, so a branch is exactly the env's and u = 0. Constants read from
+    the env (gymnasium's PendulumEnv.step)."""
+
+    def __init__(self, env: gym.Env, ensemble_size: int):
+        super().__init__()
+        u = env.unwrapped
+        self.g, self.m, self.l, self.dt = u.g, u.m, u.l, u.dt
+        self.max_speed, self.max_torque, self.ensemble_size = u.max_speed, u.max_torque, ensemble_size
+        self.register_buffer("elites", torch.arange(ensemble_size))
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor):
+        """Raw obs (n, 3) = (cos th, sin th, th_dot), act (n, 1) -> mean, logvar, each (N, n, 4)."""
+        th, th_dot = torch.atan2(obs[:, 1], obs[:, 0]), obs[:, 2]
+        torque = act[:, 0].clamp(-self.max_torque, self.max_torque)
+        # r = -(angle^2 + 0.1 th_dot^2 + 0.001 torque^2), the angle wrapped into [-pi, pi)
+        angle = torch.remainder(th + math.pi, 2 * math.pi) - math.pi
+        reward = -(angle ** 2 + 0.1 * th_dot ** 2 + 0.001 * torque ** 2)
+        th_dot_next = (th_dot + (3 * self.g / (2 * self.l) * torch.sin(th) + 3.0 / (self.m * self.l ** 2) * torque)
+                       * self.dt).clamp(-self.max_speed, self.max_speed)
+        th_next = th + th_dot_next * self.dt
+        next_obs = torch.stack([torch.cos(th_next), torch.sin(th_next), th_dot_next], dim=-1)
+        mean = torch.cat([next_obs - obs, reward[:, None]], dim=-1).expand(self.ensemble_size, -1, -1)
+        return mean, torch.full_like(mean, -60.0)  # sigma = e^-30
 
 
 # The env's class -> a function of the env that returns done(obs, act, next_obs), in the env's units.
@@ -795,6 +828,10 @@ if __name__ == "__main__":
                  f"env spec (minari's env= / eval_env= when it was created) whose env is installed here.")
     try:
         is_terminal = termination_fn(env)
+        if args.true_dynamics and checkpoint is None:
+            if type(env.unwrapped).__name__ != "PendulumEnv":
+                sys.exit(f"error: --true-dynamics knows Pendulum's equations only, not those of {env.spec.id}")
+            true_dynamics = PendulumDynamics(env, args.ensemble_size).to(device)
     except UnknownTerminationError as e:
         if checkpoint is None:
             sys.exit(f"error: {e}")
@@ -891,12 +928,15 @@ if __name__ == "__main__":
     history, best_score, train_time, evaluations, rollout_stats = [], -math.inf, 0.0, 0, {}
     t_log = t_print = time.time()
     print(f"Training SAC on {n_real} real + {n_model} model transitions per batch for {args.total_steps} steps, "
-          f"branches of h = {args.rollout_length}, lambda = {args.penalty_coef} ({run_dir})", flush=True)
+          f"branches of h = {args.rollout_length}"
+          f"{' through the true dynamics' if args.true_dynamics else ''}, lambda = {args.penalty_coef} ({run_dir})",
+          flush=True)
     for step in range(1, args.total_steps + 1):
         if n_model > 0 and (step - 1) % args.rollout_freq == 0:
             # h-step branches from states of the dataset, under the current policy
             start = data.observations[torch.randint(0, data.size, (args.rollout_batch_size,), device=device)]
-            branch = rollout(model, rollout_policy, start, args.rollout_length, is_terminal, args.penalty_coef)
+            branch = rollout(true_dynamics if args.true_dynamics else model, rollout_policy, start,
+                             args.rollout_length, is_terminal, args.penalty_coef)
             model_buffer.add(data.normalize_obs(branch["obs"]), unit_actions(branch["act"]), branch["reward"],
                              data.normalize_obs(branch["next_obs"]), branch["done"])
             rollout_stats = {"penalty": branch["penalty"].mean(), "model_reward": branch["model_reward"].mean(),

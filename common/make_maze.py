@@ -14,14 +14,21 @@ evaluation start S (bottom-left cell) round the wall to the goal G (top-left cel
     #GM.#      start-to-middle: S -> M, round the U; ends at rest at M (truncated)
     ###.#      middle-to-goal:  M -> G; ends at the goal (terminated, reward 1)
     #S..#      middle-to-start: M -> S; ends at rest at S (truncated)
-    #####
+    #####      start-to-middle-to-start: S -> M, turns back there without waiting, towards S; two per
+               round, cut by the 300-step time limit on the way back (truncated)
 
 No episode goes from the start cell to the goal (a piece that would is drawn again), but pieces meet
 at M, where one ends at rest and the next starts at rest (a reset has zero velocity). An algorithm
 that propagates values through shared states (IQL, CQL) can join them; filtered BC keeps only the
 episodes with the best returns, which start at M and show nothing of the way from S, and DT is asked
-for a return that no episode from S ever had. The third piece sends traffic back from M, as D4RL's
-random goals send it every way, so that the data at M holds a good and a bad way to go.
+for a return that no episode from S ever had.
+
+The last two pieces are there for plain BC, which copies the data's mean action in states like its
+own: at M the data must lead back towards S more often than on to G. Middle-to-start pieces do so
+from rest; but a mass that comes round the U reaches M at speed, and there the middle-to-goal pieces,
+which speed up through M towards G, outweighed the start-to-middle pieces braking to a stop: a cloned
+policy that arrived too fast carried on to the goal. The round trips add data that arrives at M at
+speed and turns back (their turning point is spread over M as a piece's end target).
 
 Rewards are sparse (1 on reaching the goal, where the episode ends), so an episode's return is
 whether it reached the goal and the normalised score is a success rate: ref_min_score is a uniform
@@ -31,7 +38,7 @@ random policy, ref_max_score the noise-free controller, both from the evaluation
     python -m common.make_maze --kinds umaze --pieces 100 --force
 
 `umaze-whole` is the control: the same controller, but whole start-to-goal trajectories in place of
-the two pieces. See docs/overview.md (stitching).
+the start-to-middle and middle-to-goal pieces (and no round trips). See docs/overview.md (stitching).
 """
 
 from __future__ import annotations
@@ -91,14 +98,18 @@ MAZES = {
                                          [1, R, 0, 0, 1],
                                          [1, 1, 1, 1, 1]], middle=(1, 2)),
 }
-# the pieces of each kind of dataset: (from, to) among "start", "middle", "goal"
+# the pieces of each kind of dataset: the cells they go through, among "start", "middle", "goal"; a
+# piece turns back at a cell in between without stopping there
 PIECES = {
     "start-to-middle": ("start", "middle"),
     "middle-to-goal": ("middle", "goal"),
     "middle-to-start": ("middle", "start"),
+    "start-to-middle-to-start": ("start", "middle", "start"),
     "start-to-goal": ("start", "goal"),  # the control only
 }
-STITCH_PIECES = ("start-to-middle", "middle-to-goal", "middle-to-start")
+# one round of episodes of each kind of dataset, in order; the round trip twice (module docstring)
+STITCH_PIECES = ("start-to-middle", "middle-to-goal", "middle-to-start", "start-to-middle-to-start",
+                 "start-to-middle-to-start")
 WHOLE_PIECES = ("start-to-goal", "middle-to-start")
 KINDS = tuple(k for m in MAZES for k in (m, f"{m}-whole"))
 Kind = Literal["umaze", "umaze-whole"]
@@ -119,7 +130,7 @@ def pieces_of(kind: str) -> tuple[str, ...]:
 @dataclass(frozen=True)
 class Config:
     pieces: int = 300
-    """episodes of each piece kind"""
+    """rounds: each round holds one episode of each piece kind of the dataset (two round trips)"""
     action_noise: float = 0.5
     """std of the Gaussian noise added to the controller's action (D4RL's noisy maze2d: 0.5)"""
     p_gain: float = 10.0
@@ -194,10 +205,14 @@ class WaypointController:
     Dict: achieved_goal = (x, y), observation = (x, y, vx, vy)."""
 
     def __init__(self, maze, path: list[tuple[int, int]], target_xy: np.ndarray, cfg: Config,
-                 rng: np.random.Generator):
+                 rng: np.random.Generator, turns: dict[int, np.ndarray] | None = None):
+        """`turns` {index in path: point}: where the path turns back, the waypoint of that cell is the given
+        point (spread over the cell as a piece's end target) rather than its jittered centre."""
+        turns = turns or {}
         # the first cell is where we are; the last is replaced by the target itself
-        self.waypoints = [maze.cell_rowcol_to_xy(np.array(c)) - rng.uniform(size=2) * cfg.waypoint_jitter
-                          for c in path[1:-1]] + [np.asarray(target_xy, dtype=np.float64)]
+        self.waypoints = [np.asarray(turns[i], dtype=np.float64) if i in turns else
+                          maze.cell_rowcol_to_xy(np.array(c)) - rng.uniform(size=2) * cfg.waypoint_jitter
+                          for i, c in enumerate(path[1:-1], start=1)] + [np.asarray(target_xy, dtype=np.float64)]
         self.k = 0
         self.cfg = cfg
 
@@ -219,19 +234,26 @@ def _cell(env_maze, xy) -> tuple[int, int]:
 
 
 def run_piece(env: gym.Env, maze: Maze, piece: str, seed: int, cfg: Config) -> Episode:
-    """One episode of `piece`: reset in its first cell, drive to its last one; the episode ends at
-    rest there (truncated: the MDP goes on), at the goal (the env terminates) or at the time limit."""
-    first, last = (getattr(maze, p) for p in PIECES[piece])
+    """One episode of `piece`: reset in its first cell, drive through its cells to its last one (turning
+    back at any cell in between, without waiting there); the episode ends at rest there (truncated: the MDP goes on), at
+    the goal (the env terminates) or at the time limit."""
+    cells = [getattr(maze, p) for p in PIECES[piece]]
+    first, last = cells[0], cells[-1]
     env_maze = env.unwrapped.maze
     rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed, options={"reset_cell": np.array(first)})
+
+    def somewhere_in(cell):  # a piece's end or turning point: the cell's centre + U(-x, x), as PointMaze's goals
+        return env_maze.cell_rowcol_to_xy(np.array(cell)) + rng.uniform(-cfg.target_noise, cfg.target_noise, 2)
+
     to_goal = last == maze.goal
-    if to_goal:
-        target = obs["desired_goal"].copy()
-    else:
-        target = env_maze.cell_rowcol_to_xy(np.array(last)) + rng.uniform(-cfg.target_noise, cfg.target_noise, 2)
-    path = shortest_path(maze.maze_map, _cell(env_maze, obs["achieved_goal"]), last)
-    controller = WaypointController(env_maze, path, target, cfg, rng)
+    target = obs["desired_goal"].copy() if to_goal else somewhere_in(last)
+    path, turns = [_cell(env_maze, obs["achieved_goal"])], {}
+    for cell in cells[1:]:
+        if len(path) > 1:
+            turns[len(path) - 1] = somewhere_in(path[-1])
+        path += shortest_path(maze.maze_map, path[-1], cell)[1:]
+    controller = WaypointController(env_maze, path, target, cfg, rng, turns)
     dtype = env.action_space.dtype
     keys = sorted(obs)
     obs_lists = {k: [obs[k]] for k in keys}
@@ -239,7 +261,8 @@ def run_piece(env: gym.Env, maze: Maze, piece: str, seed: int, cfg: Config) -> E
     while True:
         action = np.clip(controller(obs) + cfg.action_noise * rng.standard_normal(2), -1.0, 1.0).astype(dtype)
         obs, reward, terminated, truncated, _ = env.step(action)
-        at_rest = (not to_goal and np.linalg.norm(obs["achieved_goal"] - target) <= REACH_RADIUS
+        at_rest = (not to_goal and controller.k == len(controller.waypoints) - 1
+                   and np.linalg.norm(obs["achieved_goal"] - target) <= REACH_RADIUS
                    and np.linalg.norm(obs["observation"][2:]) <= REST_SPEED)
         for k in keys:
             obs_lists[k].append(obs[k])
@@ -263,7 +286,7 @@ def goes_start_to_goal(maze: Maze, observations: dict) -> bool:
 
 
 def collect(kind: str, cfg: Config, seed: int) -> tuple[list[Episode], dict]:
-    """The episodes of one dataset kind, pieces interleaved (round k holds piece p as episode
+    """The episodes of one dataset kind, pieces interleaved (round k holds pieces_of(kind)[p] as episode
     k * len(pieces) + p). In the stitching kinds, a piece that happens to go from the start cell to the
     goal is dropped and drawn again with the next seed: the point of the data is that none does."""
     maze = maze_of(kind)
@@ -393,20 +416,24 @@ def build(kinds: tuple[str, ...] | list[str] = KINDS, *, seed: int = 0, force: b
         n = sum(len(e.rewards) for e in episodes)
         cells = {"start": maze.start, "middle": maze.middle, "goal": maze.goal}
         pieces = "; ".join(
-            f"{p} {cells[PIECES[p][0]]} -> {cells[PIECES[p][1]]}: {s['episodes']} episodes, {s['transitions']} "
+            f"{p} {' -> '.join(str(cells[c]) for c in PIECES[p])}: {s['episodes']} episodes, {s['transitions']} "
             f"transitions, {s['reached_goal']} reached the goal" + (f", {s['redrawn']} redrawn" if s["redrawn"] else "")
             for p, s in stats.items())
         what = ("pieces of the way only: no episode goes from the start cell to the goal (a piece that did was "
                 "drawn again with the next seed)" if not k.endswith("-whole") else
-                "the control: whole start-to-goal trajectories in place of the two pieces")
+                "the control: whole start-to-goal trajectories in place of the start-to-middle and middle-to-goal "
+                "pieces")
         desc = (
             f"Stitching dataset '{k}' on {maze.env_id} (Gymnasium-Robotics {gymnasium_robotics.__version__}), "
-            f"built locally by common/make_maze.py: {what}. Episode k * {len(stats)} + p is piece p of round k. "
+            f"built locally by common/make_maze.py: {what}. Episode k * {len(pieces_of(k))} + p is piece p of "
+            f"round k, a round being ({', '.join(pieces_of(k))}). "
             f"Cells (row, col): start {maze.start}, middle {maze.middle}, goal {maze.goal}; {pieces}. "
             f"Behaviour: D4RL's maze2d waypoint controller, rewritten (shortest path, waypoints at cell centres "
             f"minus U(0, {cfg.waypoint_jitter}), a = {cfg.p_gain} (waypoint - xy) + {cfg.d_gain} v clipped to "
             f"[-1, 1], next waypoint within {cfg.waypoint_threshold}), plus N(0, {cfg.action_noise}^2) action noise, "
-            f"clipped. Each piece is reset with options reset_cell = its first cell; it ends at rest (within "
+            f"clipped. A piece that turns back at a cell has there, in place of the jittered centre, a waypoint "
+            f"at the cell's centre + U(-{cfg.target_noise}, {cfg.target_noise}). "
+            f"Each piece is reset with options reset_cell = its first cell; it ends at rest (within "
             f"{REACH_RADIUS} of its target, its last cell's centre + U(-{cfg.target_noise}, {cfg.target_noise}), at "
             f"speed <= {REST_SPEED}; truncated), at the goal (terminated, reward 1) or at the time limit "
             f"(truncated). Env and eval env: {maze.env_id} with the maze_map marking 'r' at the start and 'g' at the "
@@ -438,7 +465,7 @@ class Args:
     force: bool = False
     """rebuild datasets that exist (otherwise they are reused)"""
     pieces: int = Config.pieces
-    """episodes of each piece kind"""
+    """rounds: each holds one episode of each piece kind (two round trips)"""
     action_noise: float = Config.action_noise
     """std of the Gaussian action noise (D4RL: 0.5)"""
     ref_episodes: int = Config.ref_episodes

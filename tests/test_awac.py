@@ -413,8 +413,8 @@ def test_offline_then_online_end_to_end(pendulum_expert, run_dir):
 def test_awac_beats_bc_on_mixed_data(pendulum_mixed, run_dir):
     # Half the episodes are uniform-random, half a noisy controller. BC clones the mixture (bc.py on
     # this data: 34 final, 46 best over 10k steps, docs/iql.md); AWAC's weights must keep the
-    # controller's actions (measured, this exact run: 88.8; with the weights set to 1, i.e. Gaussian BC
-    # with these networks: 13.5; docs/awac.md).
+    # controller's actions (measured, this exact run: 88.8; with the weights near 1 (--awac-lambda 1e6),
+    # i.e. Gaussian BC with these networks: 13.6; docs/figures/data/awac_lambda.json, docs/awac.md).
     # Two hidden layers instead of three: a third less compute, the same score here.
     out = run_script("awac.py", "--dataset-id", pendulum_mixed, "--total-steps", 3000, "--eval-freq", 3000,
                      "--eval-episodes", 10, "--actor-layers", 2, "--critic-layers", 2, "--no-cuda", cwd=run_dir)

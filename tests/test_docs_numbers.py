@@ -130,7 +130,83 @@ def expectiles():
             f"{f(q.max(), 2)}"]
 
 
+def iql_default_data():
+    runs = _json("iql_expectile")["default_data"]["runs"]
+    default = [r["final"] for r in runs if r["label"] == "iql"]
+    (e9,) = [r for r in runs if r["label"] == "iql_e0.9"]
+    step, best = max(e9["eval_history"], key=lambda h: h[1])
+    return [f"IQL with its defaults ends at {f(min(default), 0)}-{f(max(default), 0)} from data",
+            f"the policy peaked at {f(best)} at {step // 1000}k steps and then declined (final {f(e9['final'])})"]
+
+
+def rlpd_online_episodes():
+    """Each seed's online episodes from the first that returns more than -200 on: the range of those above
+    -200, and those below it (seed, env step, return)."""
+    good, weak = [], []
+    for r in _json("rlpd_default")["runs"]:
+        episodes = r["online_episode_returns"]
+        first = next(i for i, (_, ret) in enumerate(episodes) if ret > -200)
+        for step, ret in episodes[first:]:
+            (good if ret > -200 else weak).append((r["seed"], step, ret))
+    assert len(weak) == 2 and weak[0][1] == weak[1][1], weak
+    return [f"most returns lie between {f(max(g[2] for g in good), 0)} and {f(min(g[2] for g in good), 0)}, with one "
+            f"weaker episode at env step {weak[0][1]:,} for seeds {weak[0][0]} and {weak[1][0]} "
+            f"({f(weak[0][2], 0)}, {f(weak[1][2], 0)})"]
+
+
+def tt_against_bc():
+    runs = _json("tt_default")["default_runs"]
+    tt, bc = (np.mean([r["final"] for r in runs[k]]) for k in ("tt", "bc"))
+    assert all(t["final"] > b["final"] for t, b in zip(runs["tt"], runs["bc"]))
+    return [f"TT's default run ends above BC's on every seed, by {f(tt - bc, 0)} points on average"]
+
+
+def dt_knob():
+    knob = _json("dt_targets")["knob_runs"]
+    achieved = [r["per_target"]["-671.3"]["return_mean"] for r in knob]
+    return [f"(-{f(-max(achieved), 0)} to -{f(-min(achieved), 0)} when asked for -671.3)"]
+
+
+def awac_default_data():
+    d = _json("awac_lambda")["default_data"]
+    finals, bests = [r["final"] for r in d["committed"]], [r["best"] for r in d["committed"]]
+    (lam,) = [r for r in d["runs"] if r["label"] == "awac_l0.3333" and r["seed"] == 1]
+    step, best = max(lam["eval_history"], key=lambda h: h[1])
+    q = dict(map(tuple, lam["batches"]["values/q"]))
+    clipped = dict(map(tuple, lam["batches"]["values/awac_weight_clipped_frac"]))
+    assert clipped[1000] == 0
+    return [f"ends at {f(min(finals), 0)}-{f(max(finals), 0)} (mean {f(np.mean(finals))} over three seeds)",
+            f"reach {f(min(bests), 0)}-{f(max(bests), 0)}",
+            f"peaked higher ({f(best)} at {step // 1000}k steps) and ended lower ({f(lam['final'])})",
+            f"goes from {f(q[1000], 0)} to {f(q[10000], 0)}",
+            f"{f(100 * clipped[10000])}% of the batch at the clip at 10k, none at 1k"]
+
+
+def awac_learning_check():
+    runs = {r["label"]: r for r in _json("awac_lambda")["mixed_data"]["runs"]}
+    return [f"requires more than 55: it scores {f(runs['check']['final'])}",
+            f"the same run scores {f(runs['check_w1']['final'])}"]
+
+
+def model_based_small_data():
+    data = _json("model_based_small_data")
+    run = {(r["script"], r["fraction"], r["seed"]): r for r in data["runs"]}
+    mean = {(k, fr): np.mean([r["final_normalized_score"] for (s, q, _), r in run.items() if (s, q) == (k, fr)])
+            for k in ("mopo", "cql", "iql") for fr in (0.05, 1.0)}
+    nll = {fr: np.mean([r["model_holdout_nll"] for (s, q, _), r in run.items() if (s, q) == ("mopo", fr)])
+           for fr in (0.05, 1.0)}
+    seeds = ", ".join(f(run[("mopo", 0.05, k)]["final_normalized_score"]) for k in data["seeds"][:-1])
+    last = f(run[("mopo", 0.05, data["seeds"][-1])]["final_normalized_score"])
+    return [
+        f"(IQL at {f(mean[('iql', 1.0)])} needs more than these 10,000 steps)",
+        f"MOPO keeps {f(mean[('mopo', 0.05)])} (seeds at {seeds} and {last}) while CQL falls to "
+        f"{f(mean[('cql', 0.05)])} and IQL to {f(mean[('iql', 0.05)])}",
+        f"held-out NLL is {f(nll[0.05], 2)} nats per dimension against {f(nll[1.0], 2)} on the full set",
+    ]
+
+
 CLAIMS = [
+    ("overview.md", model_based_small_data),
     ("overview.md", cql_lagrangian_overview),
     ("cql.md", cql_lagrangian_page),
     ("teaching.md", cql_default_values),
@@ -140,6 +216,12 @@ CLAIMS = [
     ("iql.md", awac_online_sag),
     ("overview.md", iql_100k),
     ("overview.md", expectiles),
+    ("iql.md", iql_default_data),
+    ("rlpd.md", rlpd_online_episodes),
+    ("trajectory_transformer.md", tt_against_bc),
+    ("decision_transformer.md", dt_knob),
+    ("awac.md", awac_default_data),
+    ("awac.md", awac_learning_check),
 ]
 
 

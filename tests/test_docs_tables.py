@@ -59,10 +59,30 @@ TABLES = [
     ("td3_bc_alpha", 1, "td3_bc.md"),
     ("bear_support", 0, "bear.md"),
     ("bear_support", 1, "bear.md"),
+    ("bcq_test_data", 0, "bcq.md"),
+    ("bcq_test_data", 1, "bcq.md"),
+    ("model_based_small_data", 0, "overview.md"),
+    ("mopo_branch_length", 0, "mopo.md"),
+    ("mopo_branch_length", 1, "mopo.md"),
+    ("rlpd_default", 0, "rlpd.md"),
+    ("rlpd_default", 1, "rlpd.md"),
+    ("iql_expectile", 0, "iql.md"),
+    ("iql_expectile", 1, "iql.md"),
+    ("iql_expectile", 2, "iql.md"),
+    ("iql_expectile", 3, "iql.md"),
+    ("tt_default", 0, "trajectory_transformer.md"),
+    ("tt_default", 1, "trajectory_transformer.md"),
+    ("dt_targets", 0, "decision_transformer.md"),
+    ("dt_targets", 1, "decision_transformer.md"),
+    ("awac_lambda", 0, "awac.md"),
+    ("awac_lambda", 1, "awac.md"),
+    ("awac_lambda", 2, "awac.md"),
+    ("stitching", 0, "overview.md"),
+    ("stitching", 0, "trajectory_transformer.md"),
 ]
 # figure scripts whose runs are not committed yet: no page may show a table of theirs until their JSON
 # is, and then they must move to TABLES (checked below)
-PENDING = {"model_based_small_data"}
+PENDING = set()
 
 
 def command(script: str) -> str:
@@ -218,3 +238,36 @@ def test_evidence_row_quotes_committed_runs(page, first, folder, dataset, labels
     assert cells == expected, (
         f"docs/{page}, row {first!r}: the page has {cells}, the committed runs in benchmarks/results/{folder} give "
         f"{expected} (mean ± population std over seeds)")
+
+
+def _copied_records(node):
+    """Every record in a figure JSON that names a committed results folder as its source."""
+    if isinstance(node, dict):
+        if str(node.get("source", "")).startswith("benchmarks/results/"):
+            yield node
+        for value in node.values():
+            yield from _copied_records(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _copied_records(value)
+
+
+def test_copies_of_committed_runs_match_them():
+    """A figure JSON that copies committed default runs (docs/figures/pendulum_runs.py's `committed`) holds
+    what the summaries under benchmarks/results say now: a run committed again fails here until the figure
+    command is run again."""
+    runs = load("pendulum_runs")
+    checked = 0
+    for path in sorted((FIGURES / "data").glob("*.json")):
+        for record in _copied_records(json.loads(path.read_text())):
+            if "label" not in record or not record["source"].startswith("benchmarks/results/pendulum/"):
+                continue
+            label = record["source"].split("/")[3].split(",")[0]
+            now = {r["seed"]: r for r in runs.committed(label)}
+            assert record["seed"] in now, f"{path.name}: {label} seed {record['seed']} is no longer committed"
+            for key in ("steps", "final", "best", "eval_history"):
+                assert record[key] == now[record["seed"]][key], (
+                    f"{path.name}: {label} seed {record['seed']}: {key} differs from the committed summary; run "
+                    f"`python docs/figures/{path.stem}.py` with its collect option again")
+            checked += 1
+    assert checked >= 20, f"only {checked} copied records found"

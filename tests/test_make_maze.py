@@ -73,8 +73,9 @@ def test_no_episode_goes_from_the_start_to_the_goal(built):
         assert not (in_start and at_goal), f"episode {e.id} goes from the start cell {MAZE.start} to the goal"
         reached += at_goal
         starts += _cell(pos[0]) == MAZE.start
-    assert reached == TINY.pieces and starts == TINY.pieces, \
-        f"expected {TINY.pieces} episodes reaching the goal and {TINY.pieces} leaving the start, got {reached}, {starts}"
+    # start-to-middle pieces and two round trips per round leave the start
+    assert reached == TINY.pieces and starts == 3 * TINY.pieces, \
+        f"expected {TINY.pieces} episodes reaching the goal and {3 * TINY.pieces} leaving the start, got {reached}, {starts}"
     # the control does hold whole start-to-goal episodes
     assert any(_cell(e.observations["achieved_goal"][0]) == MAZE.start and e.terminations[-1] for e in _episodes(WHOLE))
 
@@ -92,6 +93,38 @@ def test_at_the_middle_the_data_leaves_back_towards_the_start_at_least_as_often(
                 back += b == (MAZE.middle[0], MAZE.middle[1] + 1)
     assert towards_goal > 0 and back >= towards_goal, \
         f"steps leaving the middle cell: {towards_goal} towards the goal, {back} back towards the start"
+
+
+def test_data_reaching_the_middle_at_speed_turns_back_at_least_as_often_as_it_goes_on(built):
+    """Plain BC copies the data's action in states like its own, velocity included: a mass that comes round
+    the U reaches M moving towards G, fast. Of the episodes that cross M's cell towards G at speed (vx < -1),
+    at least as many must come back out of M towards S as go on into G's cell."""
+    right_of_middle = (MAZE.middle[0], MAZE.middle[1] + 1)
+    on = back = 0
+    for e in _episodes(STITCH):
+        o = e.observations["observation"]
+        cells = [_cell(p) for p in o[:, :2]]
+        fast = [t for t, c in enumerate(cells) if c == MAZE.middle and o[t, 2] < -1.0]
+        if fast:
+            after = cells[fast[0]:]
+            on += MAZE.goal in after
+            back += right_of_middle in after
+    assert on > 0 and back >= on, f"episodes crossing the middle towards the goal at speed: {on} go on to the " \
+                                  f"goal's cell, {back} turn back towards the start"
+
+
+def test_round_trips_turn_back_at_the_middle(built):
+    """Each round trip leaves the start, reaches M and comes back out of M the way it came, without
+    reaching the goal; it ends truncated (at rest at the start or at the time limit)."""
+    trips = [e for k, e in enumerate(_episodes(STITCH)) if mm.STITCH_PIECES[k % len(mm.STITCH_PIECES)]
+             == "start-to-middle-to-start"]
+    assert len(trips) == 2 * TINY.pieces
+    for e in trips:
+        cells = [_cell(p) for p in e.observations["achieved_goal"]]
+        assert cells[0] == MAZE.start and MAZE.middle in cells and MAZE.goal not in cells
+        first_in_middle = cells.index(MAZE.middle)
+        assert (MAZE.middle[0], MAZE.middle[1] + 1) in cells[first_in_middle:], f"episode {e.id} stays in the middle"
+        assert e.truncations[-1] and not e.terminations.any()
 
 
 def test_pieces_meet(built):
@@ -144,6 +177,16 @@ def test_shortest_path_and_the_pd_law():
     np.testing.assert_allclose(c(obs), [1.0, -0.2])
     obs = {"achieved_goal": np.array([1.95, 0.02]), "observation": np.array([1.95, 0.02, 0.1, 0.0])}
     np.testing.assert_allclose(c(obs), [10 * 0.05 - 0.1, 10 * -0.02])
+    # a path that turns back at (0, 1): that cell's waypoint is the given point, not its centre; the path
+    # goes on to the cell after it only once within waypoint_threshold of the point
+    c = mm.WaypointController(Grid, [(0, 0), (0, 1), (0, 0)], np.array([0.0, 0.0]), cfg, np.random.default_rng(0),
+                              turns={1: np.array([1.2, 0.1])})
+    obs = {"achieved_goal": np.array([1.1, 0.08]), "observation": np.array([1.1, 0.08, 0.5, 0.0])}
+    np.testing.assert_allclose(c(obs), [10 * 0.1 - 0.5, 10 * 0.02])  # 0.102 from the point: not there yet
+    assert c.k == 0
+    obs = {"achieved_goal": np.array([1.15, 0.05]), "observation": np.array([1.15, 0.05, 0.5, 0.0])}
+    np.testing.assert_allclose(c(obs), [-1.0, 10 * -0.05])  # back to the start: 10 (0 - 1.15) - 0.5, clipped
+    assert c.k == 1
 
 
 def test_same_seed_same_data(built, tmp_path, monkeypatch):

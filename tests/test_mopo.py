@@ -280,6 +280,47 @@ def test_rollouts_through_a_stand_in_model_reproduce_the_envs_transitions(env_id
     assert out["mean_length"] == pytest.approx(sum(n) / len(starts))
 
 
+def test_true_dynamics_are_pendulums_own_steps():
+    """--true-dynamics' stand-in must give the env's next observation and reward for every (s, a): recorded
+    steps of a policy, plus states at the speed limit and torques beyond the env's bound (both clipped)."""
+    env_id = "Pendulum-v1"
+    env = gym.make(env_id, g=9.0)  # a non-default g: the constants must come from the env
+    runs = record_in(env, linear_policy(env, seed=1), episodes=3, cap=40)
+    obs = [o for run in runs for o in run["obs"][:-1]]
+    act = [a for run in runs for a in run["act"]]
+    nxt = [o for run in runs for o in run["obs"][1:]]
+    rew = [r for run in runs for r in run["rew"]]
+    u = env.unwrapped
+    for th, th_dot, a in ((0.3, 7.9, 2.0), (-2.5, -7.95, -5.0), (3.1, 0.0, 3.0)):
+        u.state = np.array([th, th_dot])
+        o = np.array([np.cos(th), np.sin(th), th_dot], dtype=np.float32)
+        o2, r, *_ = u.step(np.array([a], dtype=np.float32))
+        obs.append(o), act.append(np.array([a], dtype=np.float32)), nxt.append(o2), rew.append(r)
+    model = mopo.PendulumDynamics(env, ensemble_size=4)
+    mean, logvar = model(torch.tensor(np.array(obs)), torch.tensor(np.array(act)))
+    assert mean.shape == (4, len(obs), 4) and bool((logvar < -50).all())
+    for i in range(4):  # every member is the env
+        np.testing.assert_allclose((torch.tensor(np.array(obs)) + mean[i, :, :3]).numpy(), np.array(nxt), atol=1e-5)
+        np.testing.assert_allclose(mean[i, :, 3].numpy(), np.array(rew), atol=1e-4, rtol=1e-5)
+    out = mopo.rollout(model, linear_policy(env, seed=1), torch.tensor(np.array(obs[:5])), 3,
+                       mopo.never_terminates(env), penalty_coef=5.0)
+    assert float(out["penalty"].abs().max()) < 1e-6, "the true dynamics carry no uncertainty: u = 0"
+
+
+def record_in(env, policy, episodes, cap):
+    """record(), in an env made by the caller (with its own constants)."""
+    runs = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=e)
+        run = {"obs": [obs], "act": [], "rew": []}
+        for _ in range(cap):
+            a = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0].numpy()
+            obs, r, *_ = env.step(a)
+            run["obs"].append(obs), run["act"].append(a), run["rew"].append(r)
+        runs.append(run)
+    return runs
+
+
 class KnownEnsemble(torch.nn.Module):
     """Member i predicts s' - s = i, r = 10 i, with sigma_i = 0.001 (i + 1) on every output."""
 
@@ -380,8 +421,10 @@ def test_end_to_end_with_model_metrics_and_checkpoint_reload(pendulum_mixed, run
     values = summary["final_values"]
     for key in ("critic_loss", "actor_loss", "q_real", "q_model", "penalty", "model_reward", "mean_rollout_length"):
         assert math.isfinite(values[key]), key
-    assert values["penalty"] > 0 and values["mean_rollout_length"] == 5.0  # Pendulum never terminates
-    assert values["model_buffer_size"] == 2 * 200 * 5  # two rollouts of 200 branches x h = 5 by step 200
+    # Pendulum never terminates: every branch runs the default h
+    h = mopo.Args().rollout_length
+    assert values["penalty"] > 0 and values["mean_rollout_length"] == float(h)
+    assert values["model_buffer_size"] == 2 * 200 * h  # two rollouts of 200 branches x h by step 200
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -450,6 +493,29 @@ def test_an_env_without_termination_rule_stops_the_script_before_training(mounta
     assert "TERMINATION_RULES" in out.stderr and "Traceback" not in out.stderr
     assert "Training the dynamics model" not in out.stdout
     assert not (run_dir / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def half_cheetah_dataset():
+    env = gym.make("HalfCheetah-v5")
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    O, A, R = [obs], [], []
+    for _ in range(20):
+        a = rng.uniform(-1, 1, size=(6,)).astype(np.float32)
+        obs, r, *_ = env.step(a)
+        O.append(obs); A.append(a); R.append(r)  # noqa: E702
+    write_dataset("test/halfcheetah/random-v0", [dict(observations=np.array(O), actions=np.array(A), rewards=np.array(R),
+                  terminations=np.zeros(20, bool), truncations=np.eye(20, dtype=bool)[-1])], "HalfCheetah-v5")
+    return "test/halfcheetah/random-v0"
+
+
+def test_true_dynamics_on_another_env_is_a_clear_error(half_cheetah_dataset, run_dir):
+    out = run_script("mopo.py", "--dataset-id", half_cheetah_dataset, "--no-cuda", "--true-dynamics", cwd=run_dir)
+    assert out.returncode != 0
+    assert "error: --true-dynamics knows Pendulum's equations only, not those of HalfCheetah-v5" in out.stderr, (
+        out.stderr[-2000:])
+    assert "Traceback" not in out.stderr and not (run_dir / "runs").exists()
 
 
 def test_a_diverging_model_stops_the_script_with_nothing_written(pendulum_with_nan, run_dir):

@@ -39,6 +39,7 @@ import failure_runs as fr  # noqa: E402
 FULL = "local/pendulum/medium-replay-v0"
 FRACTIONS = (0.05, 0.25, 1.0)  # 2, 10 and 40 of the 40 episodes
 SCRIPTS = {"mopo": "MOPO", "combo": "COMBO", "cql": "CQL", "iql": "IQL", "bc": "BC"}
+COLOURS = {"mopo": "tab:blue", "combo": "tab:orange", "cql": "tab:green", "iql": "tab:purple", "bc": "tab:grey"}
 MODEL_BASED = ("mopo", "combo")
 SEEDS = (1, 2, 3)
 FLAGS = "--total-steps 10000 --eval-freq 2000 --eval-episodes 10"
@@ -132,7 +133,7 @@ def summarise(data: dict) -> dict:
     out = {}
     for key, runs in table.items():
         final = np.array([r["final_normalized_score"] for r in runs])
-        row = {"n": len(runs), "mean": float(final.mean()), "std": float(final.std(ddof=1)) if len(runs) > 1 else 0.0}
+        row = {"n": len(runs), "mean": float(final.mean()), "std": float(final.std())}  # population std (ddof 0)
         for k in ("model_holdout_nll", "model_holdout_mse", "penalty"):
             vals = [r[k] for r in runs if r.get(k) is not None]
             if vals:
@@ -145,7 +146,7 @@ def draw(data: dict, out: str) -> None:
     s = summarise(data)
     scripts = [k for k in SCRIPTS if any(key[0] == k for key in s)]
     has_model = any(key[0] in MODEL_BASED for key in s)
-    fig, axes = plt.subplots(1, 2 if has_model else 1, figsize=(10 if has_model else 5.5, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, 2 if has_model else 1, figsize=(10 if has_model else 5.5, 4.8), squeeze=False)
     ax = axes[0, 0]
     for script in scripts:
         fractions = [f for f in data["fractions"] if (script, f) in s]
@@ -153,28 +154,34 @@ def draw(data: dict, out: str) -> None:
         std = np.array([s[(script, f)]["std"] for f in fractions])
         style = "-" if script in MODEL_BASED else "--"
         ax.errorbar([100 * f for f in fractions], mean, yerr=std, label=SCRIPTS[script], linestyle=style,
-                    marker="o", capsize=3)
+                    marker="o", capsize=3, color=COLOURS[script])
     ax.set_xscale("log")
     ax.set_xticks([100 * f for f in data["fractions"]], [f"{100 * f:g}%" for f in data["fractions"]])
     ax.set_xlabel(f"episodes of {data['full_dataset']} kept")
-    ax.set_ylabel("final normalised score (mean ± std over seeds)")
+    ax.set_ylabel("final normalised score (mean ± std, ddof 0)")
     ax.axhline(0, color="grey", linewidth=0.5)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
     if has_model:
         ax = axes[0, 1]
         for script in (m for m in MODEL_BASED if m in scripts):
             fractions = [f for f in data["fractions"] if "model_holdout_nll" in s.get((script, f), {})]
             ax.plot([100 * f for f in fractions], [s[(script, f)]["model_holdout_nll"] for f in fractions],
-                    marker="o", label=f"{SCRIPTS[script]}: model held-out NLL")
-            if script == "mopo":
-                pf = [f for f in fractions if "penalty" in s[(script, f)]]
-                ax.plot([100 * f for f in pf], [s[(script, f)]["penalty"] for f in pf], marker="s", linestyle=":",
-                        label="MOPO: mean penalty u on its rollouts")
+                    marker="o", color=COLOURS[script], label=f"{SCRIPTS[script]}: model held-out NLL")
         ax.set_xscale("log")
         ax.set_xticks([100 * f for f in data["fractions"]], [f"{100 * f:g}%" for f in data["fractions"]])
         ax.set_xlabel("episodes kept")
-        ax.set_ylabel("nats per dimension / u")
-        ax.legend(fontsize=8)
+        ax.set_ylabel("model's held-out NLL (nats per dimension)")
+        handles, labels = ax.get_legend_handles_labels()
+        if "mopo" in scripts:  # the penalty on its own axis: a different quantity and scale
+            twin = ax.twinx()
+            pf = [f for f in data["fractions"] if "penalty" in s.get(("mopo", f), {})]
+            twin.plot([100 * f for f in pf], [s[("mopo", f)]["penalty"] for f in pf], marker="s", linestyle=":",
+                      color=COLOURS["mopo"], label="MOPO: mean penalty u on its last branches (right axis)")
+            twin.set_ylabel("u")
+            twin.set_ylim(bottom=0)
+            h2, l2 = twin.get_legend_handles_labels()
+            handles, labels = handles + h2, labels + l2
+        ax.legend(handles, labels, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(f"wrote {out}")
