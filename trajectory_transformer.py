@@ -63,7 +63,9 @@ class Args:
     save_model: bool = False
     """save a checkpoint to runs/{run_name}/{exp_name}.pt at each evaluation and at the end"""
     eval_checkpoint: Optional[str] = None
-    """evaluate this checkpoint (a .pt file written by --save-model) and exit, without training"""
+    """evaluate this checkpoint (a .pt file written by --save-model) and exit, without training; planner flags
+    given beside it (--beam-width, --n-expand, --top-k-act, --cdf-act, --top-k-obs, --cdf-obs) replace the
+    checkpoint's: the same model under another search"""
     dataset_id: str = DEFAULT_DATASET_ID
     """Minari dataset id: a local one (built on the spot if missing) or a remote one like mujoco/hopper/medium-v0"""
     total_steps: int = 1_000
@@ -625,6 +627,9 @@ def make_model(a: dict, transition_dim: int) -> TrajectoryTransformer:
                                  a["n_heads"], a["dropout"])
 
 
+SEARCH_FLAGS = ("beam_width", "n_expand", "top_k_act", "cdf_act", "top_k_obs", "cdf_obs")  # --eval-checkpoint may change these
+
+
 def plan_settings(a: dict) -> dict:
     """beam_plan's settings (and the context length) from the args dict."""
     context = a["max_context_transitions"]
@@ -691,8 +696,11 @@ if __name__ == "__main__":
         model.load_state_dict(checkpoint["model"])
         model.eval()
         seeds = checkpoint["eval_seeds"]
-        # the checkpoint's planner, but --no-kv-cache applies (the same plans, to time the cache)
-        plan = plan_settings({**checkpoint["args"], "kv_cache": args.kv_cache})
+        # the checkpoint's planner, but --no-kv-cache applies (the same plans, to time the cache), and so do the
+        # search flags given on the command line (the horizon and context stay: the model's window bounds them)
+        given = [n for n in SEARCH_FLAGS if any(a == f"--{n.replace('_', '-')}" or a.startswith(
+            f"--{n.replace('_', '-')}=") for a in sys.argv[1:])]
+        plan = plan_settings({**checkpoint["args"], "kv_cache": args.kv_cache, **{n: getattr(args, n) for n in given}})
         t_eval = time.time()
         returns, scores = evaluate(model, data, seeds, device, video_dir, edges=checkpoint["edges"], plan=plan)
         eval_time = time.time() - t_eval
@@ -701,7 +709,7 @@ if __name__ == "__main__":
             "dataset_id": args.dataset_id, "checkpoint": args.eval_checkpoint, "eval_seeds": seeds,
             "returns": returns.tolist(), "return_mean": float(returns.mean()),
             "normalized_score": None if scores is None else float(scores.mean()),
-            "reference": data.ref_source, "kv_cache": args.kv_cache, "eval_time_s": round(eval_time, 1),
+            "reference": data.ref_source, "planner": plan, "eval_time_s": round(eval_time, 1),
             "cpu_time_s": round(time.process_time(), 1),
         })
         writer.close()

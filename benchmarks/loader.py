@@ -1,6 +1,7 @@
 """Loader benchmark: a 1M-transition Hopper-shaped dataset into tensors; time and peak memory.
 
     python -m benchmarks.loader            # builds the dataset once under /tmp/offline-rl-bench-minari
+    python -m benchmarks.loader --out benchmarks/results/speed/loader.json   # and keeps the measurements
 
 Each load runs in a fresh process; peak memory is the process's peak RSS minus its RSS after
 imports, against the size of the loaded tensors.
@@ -37,6 +38,11 @@ print(json.dumps({"transitions": data.size, "seconds": round(seconds, 2), "data_
 
 
 def main():
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="write the measurements, with the machine's load, to this JSON file")
+    args = parser.parse_args()
     os.environ["MINARI_DATASETS_PATH"] = ROOT
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from benchmarks.synthetic import make_hopper_shaped
@@ -52,6 +58,16 @@ def main():
         print(results[-1])
     print("median seconds:", sorted(r["seconds"] for r in results)[1],
           "| median peak/data:", sorted(r["ratio"] for r in results)[1])
+    if args.out:  # the numbers a page may quote, and what the machine was doing while they were taken
+        import torch
+
+        record = {"dataset": DATASET, "episodes": 1000, "episode_length": 1000, "torch": torch.__version__,
+                  "cpus": os.cpu_count(), "load_average": os.getloadavg()[0],
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loads": results}
+        with open(args.out, "w") as f:
+            json.dump(record, f, indent=1)
+            f.write("\n")
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

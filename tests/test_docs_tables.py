@@ -79,6 +79,9 @@ TABLES = [
     ("awac_lambda", 2, "awac.md"),
     ("stitching", 0, "overview.md"),
     ("stitching", 0, "trajectory_transformer.md"),
+    ("stitching", 1, "trajectory_transformer.md"),
+    ("dataset_stats", 0, "datasets.md"),
+    ("dataset_stats", 1, "datasets.md"),
 ]
 # figure scripts whose runs are not committed yet: no page may show a table of theirs until their JSON
 # is, and then they must move to TABLES (checked below)

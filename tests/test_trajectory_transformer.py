@@ -351,6 +351,16 @@ def test_end_to_end_checkpoint_reloads_with_same_returns(pendulum_expert, run_di
     assert out.returncode == 0, out.stderr
     _, ev = read_summary(eval_dir)
     assert ev["returns"] == summary["final_returns"]
+    assert ev["planner"]["beam_width"] == ckpt["args"]["beam_width"] == 4
+    # search flags given beside it replace the checkpoint's (the same model under another search); others stay
+    eval_dir = run_dir / "eval-beam1"
+    eval_dir.mkdir()
+    out = run_script("trajectory_transformer.py", "--eval-checkpoint", run / "trajectory_transformer.pt", "--no-cuda",
+                     "--beam-width", 1, "--n-expand=1", cwd=eval_dir)
+    assert out.returncode == 0, out.stderr
+    _, ev = read_summary(eval_dir)
+    assert (ev["planner"]["beam_width"], ev["planner"]["n_expand"]) == (1, 1)
+    assert ev["planner"]["horizon"] == ckpt["args"]["horizon"] and ev["planner"]["gamma"] == ckpt["args"]["gamma"]
 
 
 @pytest.mark.learning("trajectory_transformer")

@@ -13,7 +13,8 @@ instead of the first two pieces (and no round trips).
 Each run is the script itself, started as a subprocess with its command-line flags only, one torch
 thread, one run at a time; its final normalised score is read from runs/*/summary.json. Then the best
 IQL or CQL run (by final score) and the first plain-BC and filtered-BC runs are rolled out from their
-checkpoints (`--eval-checkpoint`, on the final evaluation's start states) with the positions recorded.
+checkpoints (`--eval-checkpoint`, on the final evaluation's start states) with the positions recorded, and
+so are the TT runs, once as trained and once without search (one sampled candidate a step).
 Everything the figure and the table need (the scores, the rollouts, 25 of each piece of the data) goes
 to docs/figures/data/stitching.json; the figure: (a) the data's pieces and those rollouts, (b) final
 normalised score (= success rate, in %) per algorithm and dataset, mean over seeds with each seed as a
@@ -33,23 +34,24 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "docs" / "figures" / "data" / "stitching.json"
 
 # TT: a smaller GPT and a shorter plan than the defaults (docs/trajectory_transformer.md), so that its
-# runs fit beside the others
+# runs fit beside the others; 8,000 steps, the budget at which it learns the control
 TT_FLAGS = ["--embed-dim", "64", "--n-layers", "2", "--sequence-len", "4", "--horizon", "2", "--beam-width", "8"]
-TT_STEPS, TT_EPISODES = 1000, 5
+TT_STEPS, TT_EVERY, TT_EPISODES = 8000, 2000, 20
+NO_SEARCH = ("--beam-width", "1", "--n-expand", "1")  # TT's planner keeping one sampled candidate: no choice
 # (label, script, dataset kind, extra flags, total steps, evaluate every, evaluation episodes, seeds: all
-# of --seeds or only the first): short budgets. IQL's score settled from step 7500 on; DT, CQL and TT
-# cost the most per step (they run on one seed), and TT's planner the most per evaluation episode (a
-# beam search at every env step).
+# of --seeds or only the first): short budgets. IQL's score settled from step 7500 on; CQL costs the
+# most per step (it runs on one seed); DT and TT cost more still (TT runs a beam search at every env
+# step of its evaluations), but run on every seed: the two sequence models are the pages' comparison.
 RUNS = [
     ("BC", "bc.py", "umaze", [], 10000, 2500, 20, "all"),
     ("BC top 10%", "bc.py", "umaze", ["--top-fraction", "0.1"], 2000, 500, 20, "all"),
-    ("DT", "decision_transformer.py", "umaze", [], 1000, 500, 20, "first"),
-    ("TT", "trajectory_transformer.py", "umaze", TT_FLAGS, TT_STEPS, TT_STEPS, TT_EPISODES, "first"),
+    ("DT", "decision_transformer.py", "umaze", [], 1000, 500, 20, "all"),
+    ("TT", "trajectory_transformer.py", "umaze", TT_FLAGS, TT_STEPS, TT_EVERY, TT_EPISODES, "all"),
     ("IQL", "iql.py", "umaze", [], 10000, 2500, 20, "all"),
     ("CQL", "cql.py", "umaze", [], 2000, 500, 20, "first"),
     ("BC top 10%", "bc.py", "umaze-whole", ["--top-fraction", "0.1"], 2000, 500, 20, "all"),
-    ("DT", "decision_transformer.py", "umaze-whole", [], 1000, 500, 20, "first"),
-    ("TT", "trajectory_transformer.py", "umaze-whole", TT_FLAGS, TT_STEPS, TT_STEPS, TT_EPISODES, "first"),
+    ("DT", "decision_transformer.py", "umaze-whole", [], 1000, 500, 20, "all"),
+    ("TT", "trajectory_transformer.py", "umaze-whole", TT_FLAGS, TT_STEPS, TT_EVERY, TT_EPISODES, "all"),
 ]
 SHOWN = 25  # pieces of each kind drawn in panel (a)
 
@@ -94,15 +96,16 @@ def train(workdir: Path, spec: tuple, seed: int, keep: bool) -> tuple[dict, Path
     return s, run
 
 
-def rollouts(script: str, run: Path) -> list[dict]:
-    """Evaluate a run's checkpoint with its script's --eval-checkpoint, recording each episode's positions."""
+def rollouts(script: str, run: Path, flags: tuple[str, ...] = (), name: str = "rollouts") -> list[dict]:
+    """Evaluate a run's checkpoint with its script's --eval-checkpoint (and `flags`), recording each episode's
+    positions in run/<name>.json."""
     ckpt = run / f"{script[:-3]}.pt"
     if not ckpt.exists():
         sys.exit(f"error: no checkpoint {ckpt} (the runs are made with --save-model)")
-    out = run / "rollouts.json"
+    out = run / f"{name}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--record", str(out), "--",
-           str(ROOT / script), "--eval-checkpoint", str(ckpt), "--no-cuda"]
-    with open(run / "rollouts-log.txt", "w") as log:
+           str(ROOT / script), "--eval-checkpoint", str(ckpt), "--no-cuda", *flags]
+    with open(run / f"{name}-log.txt", "w") as log:
         rc = subprocess.call(cmd, cwd=run, stdout=log, stderr=subprocess.STDOUT,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     if rc != 0 or not out.exists():
@@ -177,8 +180,28 @@ def scores_of(data: dict) -> list[tuple[dict, list[float]]]:
     return list(groups.values())
 
 
+def cell_centre(cell: tuple[int, int]) -> tuple[float, float]:
+    """A maze cell's centre in the env's (x, y) coordinates (the map's centre is the origin)."""
+    from common import make_maze as mm
+
+    rows, cols = len(mm.MAZES["umaze"].maze_map), len(mm.MAZES["umaze"].maze_map[0])
+    return cell[1] + 0.5 - cols / 2, rows / 2 - cell[0] - 0.5
+
+
+def went_through_middle(episode: dict) -> bool:
+    """Whether a rolled-out episode came within the success radius of M's centre, where the pieces meet."""
+    import numpy as np
+
+    from common import make_maze as mm
+
+    xy = np.asarray(episode["xy"]) - np.asarray(cell_centre(mm.MAZES["umaze"].middle))
+    return bool((np.linalg.norm(xy, axis=1) <= mm.REACH_RADIUS).any())
+
+
 def table(data: dict) -> None:
-    """The table of docs/overview.md and docs/trajectory_transformer.md: final score per run and seed."""
+    """The tables of docs/overview.md and docs/trajectory_transformer.md: final score per run and seed; then
+    where the rolled-out episodes from S went: to M (the cell where the pieces meet), and on to G or not."""
+    sys.path.insert(0, str(ROOT))
     print("| algorithm | dataset | steps | evaluation episodes | seeds | final score per seed | mean |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r, scores in scores_of(data):
@@ -186,6 +209,16 @@ def table(data: dict) -> None:
         print(f"| {r['label']} | `{r['dataset_id']}` | {r['steps']:,} | {r['eval_episodes']} | "
               f"{', '.join(map(str, seeds))} | {', '.join(f'{v:.0f}' for v in scores)} | "
               f"{sum(scores) / len(scores):.1f} |")
+    rolled = [(t["label"], t["episodes"]) for t in data["traces"].values()]
+    rolled += [(f"TT (seed {t['seed']})", t["episodes"]) for t in data.get("tt_other_seeds", [])]
+    rolled += [(f"TT without search, beam 1 x 1 (seed {t['seed']})", t["episodes"]) for t in data.get("tt_no_search", [])]
+    print()
+    print("| rolled out on `umaze-v0` | episodes | reach M | reach M, then G | reach M, not G |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, episodes in rolled:
+        at_m = [e for e in episodes if went_through_middle(e)]
+        print(f"| {label} | {len(episodes)} | {len(at_m)} | {sum(e['reached_goal'] for e in at_m)} | "
+              f"{sum(not e['reached_goal'] for e in at_m)} |")
 
 
 def draw(data: dict, out: str) -> None:
@@ -202,8 +235,7 @@ def draw(data: dict, out: str) -> None:
     maze = mm.MAZES["umaze"]
     rows, cols = len(maze.maze_map), len(maze.maze_map[0])
 
-    def xy(cell):
-        return cell[1] + 0.5 - cols / 2, rows / 2 - cell[0] - 0.5
+    xy = cell_centre
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(14, 5.6), gridspec_kw={"width_ratios": [1, 1.45]})
     for i, row in enumerate(maze.maze_map):
@@ -218,7 +250,7 @@ def draw(data: dict, out: str) -> None:
             ax.plot(path[:, 0], path[:, 1], color=colors[p], lw=0.7, alpha=0.3 if p == "start-to-middle-to-start" else 0.45,
                     zorder=1 if p == "start-to-middle-to-start" else 2, label=f"data: {p}" if n == 0 else None)
     styles = {"stitched": {"color": "tab:red", "lw": 1.6}, "copied": {"color": "k", "lw": 1.2, "ls": "--"},
-              "cloned": {"color": "tab:orange", "lw": 1.2, "ls": ":"}}
+              "cloned": {"color": "tab:orange", "lw": 1.2, "ls": ":"}, "planned": {"color": "tab:brown", "lw": 1.2, "ls": "-."}}
     for name, trace in data["traces"].items():
         eps = trace["episodes"]
         for n, e in enumerate(eps):
@@ -298,9 +330,17 @@ def run_all(workdir: Path, seeds: list[int], keep: bool) -> dict:
     *_, best, best_seed = max(offline)
     traces = {"stitched": {"label": f"{best} (seed {best_seed})", "episodes": rollouts(*run_of(best, best_seed))},
               "copied": {"label": f"BC top 10% (seed {seeds[0]})", "episodes": rollouts(*run_of("BC top 10%", seeds[0]))},
-              "cloned": {"label": f"BC (seed {seeds[0]})", "episodes": rollouts(*run_of("BC", seeds[0]))}}
+              "cloned": {"label": f"BC (seed {seeds[0]})", "episodes": rollouts(*run_of("BC", seeds[0]))},
+              "planned": {"label": f"TT (seed {seeds[0]})", "episodes": rollouts(*run_of("TT", seeds[0]))}}
+    # TT's other seeds too, not drawn: the second table says where each of its episodes went
+    tt_seeds = [{"seed": seed, "episodes": rollouts(*run_of("TT", seed))} for seed in seeds[1:]]
+    # the same TT models without a choice: one candidate a step, its action tokens sampled from the model as a
+    # clone's would be; what the beam search over predicted rewards and values adds is the difference
+    tt_no_search = [{"seed": seed, "episodes": rollouts(*run_of("TT", seed), flags=NO_SEARCH, name="rollouts-no-search")}
+                    for seed in seeds]
     print(f"{(time.time() - t0) / 60:.1f} min", flush=True)
-    return {"seeds": seeds, "runs": runs, "traces": traces, "pieces": data_pieces()}
+    return {"seeds": seeds, "runs": runs, "traces": traces, "tt_other_seeds": tt_seeds, "tt_no_search": tt_no_search,
+            "pieces": data_pieces()}
 
 
 def main():
