@@ -71,9 +71,27 @@ def _hopper(label, kind):
     return [r["final_normalized_score"] for r in runs]
 
 
-def _hopper_long(label, kind):
-    (run,) = _summaries(f"hopper-long/{label}", f"local/hopper/{kind}-v0")
-    return run
+def _hopper_100k(label, kind="medium-replay"):
+    """The committed 100k-step grid's runs of one label on one Hopper dataset, by seed."""
+    runs = sorted(_summaries(f"hopper-100k/{label}", f"local/hopper/{kind}-v0"), key=lambda r: r["seed"])
+    assert runs and all(r["steps"] == int(label.rsplit("_", 1)[1][:-1]) * 1000 for r in runs), (label, kind)
+    return runs
+
+
+def _ms100(label, kind="medium-replay"):
+    return _mean_std([r["final_normalized_score"] for r in _hopper_100k(label, kind)])
+
+
+def _leaves_bc(label, kind="medium-replay", level=90):
+    """When a run first evaluates at `level` or more, and how many of its later evaluations fall below 50."""
+    first, below, later = [], 0, 0
+    for r in _hopper_100k(label, kind):
+        steps = [s for s, _, v in r["eval_history"] if v >= level]
+        assert steps, (label, r["seed"], f"never reaches {level}")
+        first.append(steps[0])
+        after = [v for s, _, v in r["eval_history"] if s > steps[0]]
+        below, later = below + sum(v < 50 for v in after), later + len(after)
+    return min(first), max(first), below, later
 
 
 def _default_finals(label):
@@ -160,12 +178,6 @@ def awac_online_sag():
             if low < 50:
                 return [f"sags to {f(low)} later, at step {step:,}"]
     raise AssertionError("no AWAC seed falls below 50 online")
-
-
-def iql_100k():
-    (run,) = _summaries("hopper-long/iql_100k", "local/hopper/medium-v0")
-    assert run["steps"] == 100_000
-    return [f"({f(run['final_normalized_score'])} on `local/hopper/medium-v0`\nat 100,000 steps, one seed)"]
 
 
 def expectiles():
@@ -302,24 +314,23 @@ def td3_bc_alpha10_readme():
 
 
 def readme_hopper():
-    """The README's Hopper sentences: committed 20k-step runs (benchmarks/results/hopper), mean ± std over seeds,
-    and the 100k-step single runs (benchmarks/results/hopper-long)."""
-    cql = _hopper_long("cql_100k", "medium-replay")
-    iql = _hopper_long("iql_100k", "medium")
-    assert cql["steps"] == iql["steps"] == 100_000 and cql["seed"] == iql["seed"] == 0
-    return [f"DT leads on medium-expert ({_mean_std(_hopper('dt', 'medium-expert'))} over three seeds, against BC's "
-            f"{_mean_std(_hopper('bc', 'medium-expert'))}), AWAC and DT on\nmedium-replay "
-            f"({_mean_std(_hopper('awac', 'medium-replay'))} and {_mean_std(_hopper('dt', 'medium-replay'))} against "
-            f"BC's {_mean_std(_hopper('bc', 'medium-replay'))})",
-            f"its defaults run for 100k steps ends at {f(cql['final_normalized_score'])} (seed 0)",
-            f"({f(iql['final_normalized_score'])} at 100k steps on medium, seed 0)"]
+    """The README's Hopper sentences: committed runs, mean ± std over three seeds (benchmarks/results/hopper at
+    20k steps, hopper-100k at 100k)."""
+    assert all(len(_hopper_100k(label)) == 3 for label in ("cql_defaults_100k", "awac_100k", "iql_100k",
+                                                           "td3_bc_100k", "bc_100k"))
+    return [f"CQL at its defaults ({_ms100('cql_defaults_100k')}), AWAC ({_ms100('awac_100k')}), IQL "
+            f"({_ms100('iql_100k')}) and TD3+BC ({_ms100('td3_bc_100k')}) all end far above BC ({_ms100('bc_100k')})",
+            f"on medium-replay ({_mean_std(_hopper('awac', 'medium-replay'))} and "
+            f"{_mean_std(_hopper('dt', 'medium-replay'))} against BC's {_mean_std(_hopper('bc', 'medium-replay'))})",
+            f"DT leads on medium-expert at 20k steps ({_mean_std(_hopper('dt', 'medium-expert'))}, against BC's "
+            f"{_mean_std(_hopper('bc', 'medium-expert'))})"]
 
 
-def cql_hopper_100k():
-    run, iql = _hopper_long("cql_100k", "medium-replay"), _hopper_long("iql_100k", "medium")
-    assert run["steps"] == iql["steps"] == 100_000
-    return [f"and at {f(run['final_normalized_score'])} after 100k (one seed",
-            f"({f(iql['final_normalized_score'])} on `local/hopper/medium-v0` at 100k steps)"]
+def hopper_100k_overview():
+    """The overview's sentences on the 100k-step Hopper runs (benchmarks/results/hopper-100k)."""
+    assert len(_hopper_100k("iql_100k")) == len(_hopper_100k("bc_100k")) == 3  # "three seeds"
+    return [f"IQL leaves BC far behind ({_ms100('iql_100k')} against {_ms100('bc_100k')}, three seeds)",
+            f"and at {_ms100('cql_defaults_100k')} after 100k steps"]
 
 
 def bc_results():
@@ -789,19 +800,42 @@ def _d4rl_hopper(ret):
     return 100 * (ret - low) / (high - low)
 
 
+def _ends(runs):
+    return ", ".join(f(r["final_normalized_score"]) for r in runs)
+
+
 def results_hopper():
-    """results.md's reading of the Hopper runs: committed summaries (benchmarks/results/hopper, hopper-long)."""
+    """results.md's reading of the Hopper runs: committed summaries (benchmarks/results/hopper at 20k steps,
+    hopper-100k at 100k)."""
     ms = lambda label, kind: _mean_std(_hopper(label, kind))  # noqa: E731
     awac15 = [_at(r, 15000) for r in _hopper_runs("awac", "medium-replay")]
     assert all(15 <= s <= 25 for s in awac15), awac15  # "still near 20 at step 15,000"
     dt_mr = _hopper_runs("dt", "medium-replay")
     (cql0,) = [r for r in _hopper_runs("cql_defaults", "medium-replay") if r["seed"] == 0]
-    cql = _hopper_long("cql_100k", "medium-replay")
-    later = [(s, v) for s, _, v in cql["eval_history"] if s > 40000]
-    low = min(later, key=lambda e: e[1])
-    rest = [v for s, v in later if s != low[0]]
-    bc_evals = sorted(e[2] for r in _hopper_runs("bc", "medium-replay") for e in r["eval_history"])
-    assert 10 <= bc_evals[1] and bc_evals[-1] <= 14.5, bc_evals  # "between 10 and 14 ... but one"
+    (cql0_100k,) = [r for r in _hopper_100k("cql_defaults_100k") if r["seed"] == 0]
+    cql100 = _hopper_100k("cql_defaults_100k")
+    bc100 = [e[2] for r in _hopper_100k("bc_100k") for e in r["eval_history"]]
+    bcq = _hopper_runs("bcq", "medium-replay")
+    assert all(_at(r, 20000) > max(_at(r, 5000), _at(r, 15000)) for r in bcq)  # "still rising"
+    bcq5, bcq20 = [_at(r, 5000) for r in bcq], [_at(r, 20000) for r in bcq]
+    leaves = {label: _leaves_bc(label) for label in ("cql_defaults_100k", "iql_100k", "awac_100k", "td3_bc_100k")}
+
+    def first(label):
+        lo, hi, below, later = leaves[label]
+        return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}", f"{below} of {later}"
+
+    cql_returns = [r["final_return_mean"] for r in cql100]
+    spread = {label: np.std([r["final_normalized_score"] for r in _hopper_100k(label)])
+              for label in ("cql_defaults_100k", "iql_100k", "awac_100k", "td3_bc_100k", "bc_100k")}
+    finals = {label: np.mean([r["final_normalized_score"] for r in _hopper_100k(label)]) for label in spread}
+    assert min(v for k, v in finals.items() if k != "bc_100k") > 4 * finals["bc_100k"], finals  # "far above BC"
+    assert sorted(spread, key=spread.get)[:2] == ["awac_100k", "cql_defaults_100k"], spread  # "the most consistent"
+    assert leaves["cql_defaults_100k"][2] < min(leaves[k][2] for k in leaves if k != "cql_defaults_100k")  # "stays up"
+    (awac1,) = [r for r in _hopper_100k("awac_100k") if r["seed"] == 1]
+    awac1_before = [e[2] for e in awac1["eval_history"][-5:-1]]
+    (iql1,) = [r for r in _hopper_100k("iql_100k") if r["seed"] == 1]
+    iql1_peak = max(iql1["eval_history"], key=lambda e: e[2])
+    iql1_after = [e[2] for e in iql1["eval_history"] if e[0] > iql1_peak[0]]
     dt_me = _hopper_runs("dt", "medium-expert")
     third = min(dt_me, key=lambda r: r["final_normalized_score"])
     cql_me = _hopper_runs("cql_defaults", "medium-expert")
@@ -811,28 +845,35 @@ def results_hopper():
     iql_std = [np.std(_hopper("iql", k)) for k in ("medium", "medium-replay", "medium-expert")]
     iql_runs = _hopper_runs("iql", "medium") + _hopper_runs("iql", "medium-expert")
     iql_score = [r["final_normalized_score"] for r in iql_runs]
-    iql100, bc100 = _hopper_long("iql_100k", "medium"), _hopper_long("bc_100k", "medium")
     dt_m = _hopper_runs("dt", "medium")
-    (_, r1, s1), (_, r2, s2) = bc100["eval_history"][:2]  # the score is linear in the return: where it reaches 100
+    (_, r1, s1), (_, r2, s2) = dt_m[0]["eval_history"][:2]  # the score is linear in the return: where it reaches 100
     expert = r1 + (100 - s1) * (r2 - r1) / (s2 - s1)
-    return [f"BC's {ms('bc', 'medium-replay')} on medium-replay: AWAC ({ms('awac', 'medium-replay')}) and DT\n"
-            f"({ms('dt', 'medium-replay')})",
+    return [f"CQL at its defaults ends at {_ms100('cql_defaults_100k')}, AWAC at {_ms100('awac_100k')}, IQL at "
+            f"{_ms100('iql_100k')} and TD3+BC at {_ms100('td3_bc_100k')}, against BC's {_ms100('bc_100k')}; BC's "
+            f"evaluations stay between {f(min(bc100))} and {f(max(bc100))}",
+            f"at step {first('cql_defaults_100k')[0]} for CQL (and {first('cql_defaults_100k')[1]} evaluations after "
+            f"that, over its three seeds, are below 50), {first('iql_100k')[0]} for IQL ({first('iql_100k')[1]}), "
+            f"{first('awac_100k')[0]} for AWAC ({first('awac_100k')[1]}) and {first('td3_bc_100k')[0]} for TD3+BC "
+            f"({first('td3_bc_100k')[1]})",
+            f"AWAC's seed 1 ends at {f(awac1['final_normalized_score'])} after four evaluations at "
+            f"{f(min(awac1_before), 0)}-{f(max(awac1_before), 0)}",
+            f"BC's {ms('bc', 'medium-replay')}. Both",
+            f"AWAC ({ms('awac', 'medium-replay')}) and DT ({ms('dt', 'medium-replay')})",
             f"each DT seed scored {f(min(_at(r, 10000) for r in dt_mr))} to {f(max(_at(r, 10000) for r in dt_mr))} at step "
-            f"10,000 and then lost part of it (final {', '.join(f(r['final_normalized_score']) for r in dt_mr)}",
+            f"10,000 and then lost part of it (final {_ends(dt_mr)}",
             f"({ms('cql_defaults', 'medium-replay')} at its defaults, {ms('cql', 'medium-replay')} with the D4RL flags), "
-            f"IQL\n({ms('iql', 'medium-replay')}), BCQ ({ms('bcq', 'medium-replay')}) and TD3+BC "
+            f"IQL ({ms('iql', 'medium-replay')}), BCQ ({ms('bcq', 'medium-replay')}) and TD3+BC "
             f"({ms('td3_bc', 'medium-replay')})",
-            f"({f(cql0['final_values']['q_data'], 0)} against {f(cql0['final_values']['mc_return'], 0)}\nat the defaults, seed 0)",
-            f"scores {f(_at(cql, 30000))} at step 30,000",
-            f"then {f(_at(cql, 40000))} at step 40,000 and {f(min(rest))}-{f(max(rest))} at every later evaluation but one "
-            f"({f(low[1])} at step\n{low[0]:,}), ending at {f(cql['final_normalized_score'])}",
-            f"at every evaluation but one\n({f(bc_evals[0])})",
-            f"That final return, {cql['final_return_mean']:,.0f}, is {f(_d4rl_hopper(cql['final_return_mean']))} on D4RL's "
-            f"Hopper scale",
-            f"DT ends at {ms('dt', 'medium-expert')} on medium-expert ("
-            + ", ".join(f(r["final_normalized_score"]) for r in dt_me[:2])
-            + f"\nand {f(dt_me[2]['final_normalized_score'])})",
-            f"TD3+BC {ms('td3_bc', 'medium-expert')}, BC {ms('bc', 'medium-expert')}, BCQ {ms('bcq', 'medium-expert')},\n"
+            f"({f(cql0['final_values']['q_data'], 0)} against {f(cql0['final_values']['mc_return'], 0)} at the defaults, "
+            f"seed 0)",
+            f"same seed's $Q(s, a)$ is {f(cql0_100k['final_values']['q_data'], 0)} against "
+            f"{f(cql0_100k['final_values']['mc_return'], 0)}",
+            f"(its seeds from {f(min(bcq5), 0)}-{f(max(bcq5), 0)} at step 5,000 to {f(min(bcq20), 0)}-{f(max(bcq20), 0)})",
+            f"CQL's mean final return at 100,000 steps, {np.mean(cql_returns):,.0f}, is "
+            f"{_mean_std([_d4rl_hopper(x) for x in cql_returns])} on D4RL's Hopper scale",
+            f"DT ends at {ms('dt', 'medium-expert')} on medium-expert ({_ends(dt_me[:2])} and "
+            f"{f(dt_me[2]['final_normalized_score'])})",
+            f"TD3+BC {ms('td3_bc', 'medium-expert')}, BC {ms('bc', 'medium-expert')}, BCQ {ms('bcq', 'medium-expert')}, "
             f"AWAC {ms('awac', 'medium-expert')}, CQL at its defaults {ms('cql_defaults', 'medium-expert')}, IQL "
             f"{ms('iql', 'medium-expert')}",
             f"reached {f(_at(third, 10000))} at step 10,000 and fell to {f(_at(third, 15000))} by step 15,000",
@@ -841,17 +882,20 @@ def results_hopper():
             f"Its mean final return, {np.mean(dt_returns):,.0f}, is {_mean_std([_d4rl_hopper(x) for x in dt_returns])}",
             f"data's median return ({median_target[0]:,.1f}) instead of its best, DT returned "
             f"{', '.join(f'{x:,.0f}' for x in asked_median[:2])} and {asked_median[2]:,.0f}",
-            f"at most\n{f(max(iql_std))} points on every dataset",
+            f"at most {f(max(iql_std))} points on every dataset",
             f"(a normalised {f(min(iql_score), 0)}-{f(max(iql_score), 0)})",
-            f"ends at {f(iql100['final_normalized_score'])} on medium (a return of {iql100['final_return_mean']:,.0f}: "
-            f"{f(_d4rl_hopper(iql100['final_return_mean']))} on D4RL's Hopper scale",
-            f"BC at 100,000 steps ends at {f(bc100['final_normalized_score'])}",
-            f"BC's {ms('bc', 'medium')} at this budget:\nTD3+BC {ms('td3_bc', 'medium')}, AWAC {ms('awac', 'medium')}, "
-            f"CQL at its defaults {ms('cql_defaults', 'medium')}, BCQ {ms('bcq', 'medium')}, IQL\n{ms('iql', 'medium')}",
-            f"DT is the exception: {ms('dt', 'medium')} ({', '.join(f(r['final_normalized_score']) for r in dt_m)}; "
-            f"a mean return\nof {np.mean([r['final_return_mean'] for r in dt_m]):,.0f}, "
+            f"By the spread of their final scores AWAC and CQL are the most consistent ({f(spread['awac_100k'])} and "
+            f"{f(spread['cql_defaults_100k'])} points)",
+            f"IQL's three seeds end at {_ends(_hopper_100k('iql_100k'))}, CQL's at {_ends(cql100)}: IQL's seed 1 "
+            f"reached {f(iql1_peak[2])} at step {iql1_peak[0]:,} and swung between "
+            f"{f(min(iql1_after), 0)} and {f(max(iql1_after), 0)} for the rest of its run, ending at "
+            f"{f(iql1['final_normalized_score'])}",
+            f"BC's {ms('bc', 'medium')} at this budget: TD3+BC {ms('td3_bc', 'medium')}, AWAC {ms('awac', 'medium')}, "
+            f"CQL at its defaults {ms('cql_defaults', 'medium')}, BCQ {ms('bcq', 'medium')}, IQL {ms('iql', 'medium')}",
+            f"DT is the exception: {ms('dt', 'medium')} ({_ends(dt_m)}; "
+            f"a mean return of {np.mean([r['final_return_mean'] for r in dt_m]):,.0f}, "
             f"{_mean_std([_d4rl_hopper(r['final_return_mean']) for r in dt_m])} on D4RL's Hopper scale",
-            f"a\nnormalised 100 is that SAC expert's return, {expert:,.1f}"]
+            f"a normalised 100 is that SAC expert's return, {expert:,.1f}"]
 
 
 def hopper_datasets():
@@ -955,7 +999,6 @@ CLAIMS = [
     ("teaching.md", bcq_phi),
     ("teaching.md", dt_default),
     ("iql.md", awac_online_sag),
-    ("overview.md", iql_100k),
     ("overview.md", expectiles),
     ("iql.md", iql_default_data),
     ("rlpd.md", rlpd_online_episodes),
@@ -970,7 +1013,7 @@ CLAIMS = [
     ("overview.md", td3_bc_alpha10),
     ("../README.md", td3_bc_alpha10_readme),
     ("../README.md", readme_hopper),
-    ("overview.md", cql_hopper_100k),
+    ("overview.md", hopper_100k_overview),
     ("bc.md", bc_results),
     ("cql.md", cql_results),
     ("cql.md", cql_alpha_reading),
