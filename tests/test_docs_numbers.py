@@ -831,6 +831,9 @@ def results_hopper():
     assert min(v for k, v in finals.items() if k != "bc_100k") > 4 * finals["bc_100k"], finals  # "far above BC"
     assert sorted(spread, key=spread.get)[:2] == ["awac_100k", "cql_defaults_100k"], spread  # "the most consistent"
     assert leaves["cql_defaults_100k"][2] < min(leaves[k][2] for k in leaves if k != "cql_defaults_100k")  # "stays up"
+    td3_100k = {r["seed"]: r["eval_history"] for r in _hopper_100k("td3_bc_100k")}
+    for r in _hopper_100k("td3_bc_200k"):  # "its first 100,000 repeat the 100k runs evaluation for evaluation"
+        assert r["eval_history"][:len(td3_100k[r["seed"]])] == td3_100k[r["seed"]], r["seed"]
     (awac1,) = [r for r in _hopper_100k("awac_100k") if r["seed"] == 1]
     awac1_before = [e[2] for e in awac1["eval_history"][-5:-1]]
     (iql1,) = [r for r in _hopper_100k("iql_100k") if r["seed"] == 1]
@@ -854,7 +857,10 @@ def results_hopper():
             f"at step {first('cql_defaults_100k')[0]} for CQL (and {first('cql_defaults_100k')[1]} evaluations after "
             f"that, over its three seeds, are below 50), {first('iql_100k')[0]} for IQL ({first('iql_100k')[1]}), "
             f"{first('awac_100k')[0]} for AWAC ({first('awac_100k')[1]}) and {first('td3_bc_100k')[0]} for TD3+BC "
-            f"({first('td3_bc_100k')[1]})",
+            f"({first('td3_bc_100k')[1]}). Run on to 200,000 steps",
+            f"TD3+BC does not settle: it ends at {_ms100('td3_bc_200k')} "
+            f"({WORDS[len(_hopper_100k('td3_bc_200k'))]} seeds; {_leaves_bc('td3_bc_200k')[2]} of "
+            f"{_leaves_bc('td3_bc_200k')[3]} evaluations after each first reaches 90 are below 50)",
             f"AWAC's seed 1 ends at {f(awac1['final_normalized_score'])} after four evaluations at "
             f"{f(min(awac1_before), 0)}-{f(max(awac1_before), 0)}",
             f"BC's {ms('bc', 'medium-replay')}. Both",
