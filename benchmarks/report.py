@@ -317,17 +317,43 @@ def figure_names(runs: list[Run]) -> dict:
     return names
 
 
-def colours(labels: list[str]) -> dict[str, tuple]:
-    """One colour per label, the same in every figure: tab10 while it suffices, then tab20, then hues."""
-    from matplotlib import colormaps
+# one hue per script (ORDER): tab10, then three more far from its ten
+HUES = [*(f"C{i}" for i in range(10)), "#000080", "#e6ab02", "#76ff03"]
 
-    n = len(labels)
-    if n <= 10:
-        return {label: colormaps["tab10"](i) for i, label in enumerate(labels)}
-    if n <= 20:  # dark shades first, then the light ones
-        order = [*range(0, 20, 2), *range(1, 20, 2)]
-        return {label: colormaps["tab20"](order[i]) for i, label in enumerate(labels)}
-    return {label: colormaps["hsv"](i / n) for i, label in enumerate(labels)}
+
+def script_of(label: str) -> str | None:
+    """The script a sweep label runs, read from its name: `cql_defaults_100k` -> `cql`, `bc10` -> `bc`."""
+    return next((b for b in ORDER if label == b or (label.startswith(b) and label[len(b)] in "_0123456789")), None)
+
+
+def colours(labels: list[str], axes: dict[str, set] | None = None) -> dict[str, tuple]:
+    """One colour per label, the same in every figure, and a script's labels in its hue (ORDER, HUES): `iql_100k`
+    is drawn like `iql`. Labels of one script that share a set of axes (`axes[label]`: the axes it is drawn on;
+    all shared when not given) take shades of the hue instead, lighter and darker in turn. Labels of no known
+    script take the hues no script uses, then evenly spaced ones."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
+
+    family = {}
+    for label in labels:
+        family.setdefault(script_of(label) or label, []).append(label)
+    free = [h for b, h in zip([*ORDER, *[None] * len(HUES)], HUES) if b not in family]
+    unknown = [f for f in family if f not in ORDER]
+    if len(unknown) > len(free):
+        free = [colormaps["hsv"](i / len(unknown)) for i in range(len(unknown))]
+    hue = {f: HUES[ORDER.index(f)] for f in family if f in ORDER} | dict(zip(unknown, free))
+    out = {}
+    for f, members in family.items():
+        base = np.array(to_rgb(hue[f]))
+        shades = [base] + [base + min(0.4 + 0.2 * (i // 2), 0.8) * ((np.ones(3) if i % 2 == 0 else 0) - base)
+                           for i in range(len(members))]  # lighter, darker, lighter still, ...
+        taken = []  # (shade index, label)
+        for m in sorted(members, key=lambda m: (m != f, labels.index(m))):  # the script's own label first
+            near = {k for k, other in taken if axes is None or (axes[m] & axes[other])}
+            k = next(k for k in range(len(shades)) if k not in near)
+            taken.append((k, m))
+            out[m] = tuple(shades[k])
+    return out
 
 
 def shown(path: str) -> str:
@@ -559,7 +585,8 @@ def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
     lines += ["## Learning curves", "",
               "Normalised score at each evaluation: the mean over seeds, shaded ± one population standard deviation",
               "(ddof 0) over seeds, at the steps every seed evaluated. Runs of different budgets are drawn on axes",
-              "of their own; a script keeps its colour in every figure.", ""]
+              "of their own. A label keeps its colour in every figure, in its script's hue (`iql_100k` as `iql`);",
+              "two labels of one script on the same axes take two shades of it.", ""]
     for dataset in datasets:
         lines += [f"### `{dataset}`", "", f"![Learning curves on {dataset}]({link[dataset]})", "",
                   f"Regenerate: `{command}`", ""]
@@ -573,6 +600,20 @@ def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
     return "\n".join(lines)
 
 
+def drawn_on(runs: list[Run]) -> dict[str, set]:
+    """Per label, the axes it is drawn on: a pool's or a dataset's figure, at the label's budget there."""
+    axes = {}
+    for pool in pools(runs):
+        for label in {r.label for r in pool.runs}:
+            mine = [r for r in pool.runs if r.label == label]
+            if score_matrix(mine)[0].size:  # as aggregates() draws it
+                axes.setdefault(label, set()).add((pool.slug, budget(mine)))
+    for dataset in {r.dataset for r in runs}:
+        for label in {r.label for r in runs if r.dataset == dataset}:
+            axes.setdefault(label, set()).add((dataset, budget([r for r in runs if r.dataset == dataset and r.label == label])))
+    return axes
+
+
 def draw(runs: list[Run], figures: str) -> list[Path]:
     import matplotlib
 
@@ -583,7 +624,7 @@ def draw(runs: list[Run], figures: str) -> list[Path]:
     folder = Path(figures)
     folder.mkdir(parents=True, exist_ok=True)
     names = figure_names(runs)
-    colour = colours(label_order({r.label for r in runs}))  # a script keeps its colour in every figure
+    colour = colours(label_order({r.label for r in runs}), drawn_on(runs))  # a label keeps its colour everywhere
     legend = dict(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)  # off the curves
     written = []
 

@@ -292,3 +292,47 @@ def test_figures_one_colour_per_label_legends_outside_budgets_apart(tmp_path, mo
     curves = [(title, xlim) for name, title, _, _, xlim in seen if name.startswith("results_curves")]
     assert [t for t, _ in curves] == [f"{HOPPER}, 1,000 gradient steps", f"{HOPPER}, 5,000 gradient steps"], curves
     assert curves[0][1][1] < 2000 < curves[1][1][1], "each budget on axes of its own, scaled to it"
+
+
+def test_script_of_reads_the_script_from_a_sweep_label():
+    cases = {"iql": "iql", "iql_100k": "iql", "td3_bc_200k": "td3_bc", "bc10": "bc", "bc_100k": "bc",
+             "bcq_100k": "bcq", "cql_defaults": "cql", "cal_ql": "cal_ql", "mopo_h5_true": "mopo", "ttx": None, "s01": None}
+    assert {label: report.script_of(label) for label in cases} == cases
+
+
+def test_a_script_keeps_its_hue_and_labels_sharing_axes_differ(tmp_path, monkeypatch):
+    import colorsys
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    out = tmp_path / "sweep"
+    budgets = {"cql": 1000, "cql_defaults": 1000, "cql_defaults_100k": 5000, "iql": 1000, "iql_100k": 5000,
+               "awac_100k": 5000, "s00": 1000}
+    for i, (label, steps) in enumerate(budgets.items()):
+        for seed in (0, 1):
+            add_run(out, label, HOPPER, seed, final=5.0 * i + seed, best=5.0 * i + seed + 1, steps=steps)
+    seen, original = {}, Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        for ax in fig.axes:
+            here = {line.get_label(): matplotlib.colors.to_hex(line.get_color()) for line in ax.get_lines()
+                    if not line.get_label().startswith("_")}
+            assert len(set(here.values())) == len(here), f"two labels share a colour on one set of axes: {here}"
+            for label, c in here.items():
+                seen.setdefault(label, set()).add(c)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    report.draw(report.find_runs([str(out)]), str(tmp_path / "img"))
+    assert set(seen) == set(budgets) and all(len(c) == 1 for c in seen.values()), seen
+    colour = {label: next(iter(c)) for label, c in seen.items()}
+
+    def hue(label):
+        return colorsys.rgb_to_hsv(*matplotlib.colors.to_rgb(colour[label]))[0]
+
+    assert colour["iql_100k"] == colour["iql"] and colour["cql_defaults_100k"] == colour["cql"], colour
+    assert colour["cql_defaults"] != colour["cql"] and abs(hue("cql_defaults") - hue("cql")) < 0.02, colour
+    assert len({colour[label] for label in ("cql", "iql", "awac_100k", "s00")}) == 4, colour
