@@ -318,19 +318,33 @@ def readme_hopper():
     20k steps, hopper-100k at 100k)."""
     assert all(len(_hopper_100k(label)) == 3 for label in ("cql_defaults_100k", "awac_100k", "iql_100k",
                                                            "td3_bc_100k", "bc_100k"))
+    medium = {k: np.mean([r["final_normalized_score"] for r in _hopper_100k(k, "medium")])
+              for k in ("bc_100k", "cql_defaults_100k", "awac_100k", "iql_100k", "td3_bc_100k")}
+    assert max(medium, key=medium.get) == "bc_100k", medium  # "do not beat cloning it"
     return [f"CQL at its defaults ({_ms100('cql_defaults_100k')}), AWAC ({_ms100('awac_100k')}), IQL "
             f"({_ms100('iql_100k')}) and TD3+BC ({_ms100('td3_bc_100k')}) all end far above BC ({_ms100('bc_100k')})",
             f"on medium-replay ({_mean_std(_hopper('awac', 'medium-replay'))} and "
             f"{_mean_std(_hopper('dt', 'medium-replay'))} against BC's {_mean_std(_hopper('bc', 'medium-replay'))})",
             f"DT leads on medium-expert at 20k steps ({_mean_std(_hopper('dt', 'medium-expert'))}, against BC's "
-            f"{_mean_std(_hopper('bc', 'medium-expert'))})"]
+            f"{_mean_std(_hopper('bc', 'medium-expert'))})",
+            f"100k steps of a critic do not beat cloning it (BC {_ms100('bc_100k', 'medium')}; CQL "
+            f"{_ms100('cql_defaults_100k', 'medium')}, AWAC {_ms100('awac_100k', 'medium')}, IQL "
+            f"{_ms100('iql_100k', 'medium')}, TD3+BC {_ms100('td3_bc_100k', 'medium')})"]
+
+
+NAMES = {"cql_defaults_100k": "CQL", "awac_100k": "AWAC", "iql_100k": "IQL", "td3_bc_100k": "TD3+BC"}
 
 
 def hopper_100k_overview():
     """The overview's sentences on the 100k-step Hopper runs (benchmarks/results/hopper-100k)."""
     assert len(_hopper_100k("iql_100k")) == len(_hopper_100k("bc_100k")) == 3  # "three seeds"
+    means = {k: np.mean([r["final_normalized_score"] for r in _hopper_100k(k, "medium")])
+             for k in ("cql_defaults_100k", "awac_100k", "iql_100k", "td3_bc_100k")}
+    lo, hi = min(means, key=means.get), max(means, key=means.get)
     return [f"IQL leaves BC far behind ({_ms100('iql_100k')} against {_ms100('bc_100k')}, three seeds)",
-            f"and at {_ms100('cql_defaults_100k')} after 100k steps"]
+            f"and at {_ms100('cql_defaults_100k')} after 100k steps",
+            f"they do not beat BC at 100k steps (BC {_ms100('bc_100k', 'medium')}, the four from "
+            f"{_ms100(lo, 'medium')} for {NAMES[lo]} to {_ms100(hi, 'medium')} for {NAMES[hi]}"]
 
 
 def bc_results():
@@ -896,12 +910,60 @@ def results_hopper():
             f"reached {f(iql1_peak[2])} at step {iql1_peak[0]:,} and swung between "
             f"{f(min(iql1_after), 0)} and {f(max(iql1_after), 0)} for the rest of its run, ending at "
             f"{f(iql1['final_normalized_score'])}",
-            f"BC's {ms('bc', 'medium')} at this budget: TD3+BC {ms('td3_bc', 'medium')}, AWAC {ms('awac', 'medium')}, "
+            f"BC's {ms('bc', 'medium')} at 20,000 steps: TD3+BC {ms('td3_bc', 'medium')}, AWAC {ms('awac', 'medium')}, "
             f"CQL at its defaults {ms('cql_defaults', 'medium')}, BCQ {ms('bcq', 'medium')}, IQL {ms('iql', 'medium')}",
             f"DT is the exception: {ms('dt', 'medium')} ({_ends(dt_m)}; "
             f"a mean return of {np.mean([r['final_return_mean'] for r in dt_m]):,.0f}, "
             f"{_mean_std([_d4rl_hopper(r['final_return_mean']) for r in dt_m])} on D4RL's Hopper scale",
             f"a normalised 100 is that SAC expert's return, {expert:,.1f}"]
+
+
+def _last5(label, kind):
+    """Mean over seeds (± population std) of each seed's mean over its last five evaluations."""
+    return _mean_std([np.mean([e[2] for e in r["eval_history"][-5:]]) for r in _hopper_100k(label, kind)])
+
+
+def _below50(label, kind):
+    scores = [e[2] for r in _hopper_100k(label, kind) for e in r["eval_history"]]
+    return sum(v < 50 for v in scores), len(scores)
+
+
+def results_hopper_medium_100k():
+    """results.md's reading of the 100k-step runs on medium (benchmarks/results/hopper-100k)."""
+    critics = ("cql_defaults_100k", "awac_100k", "iql_100k", "td3_bc_100k")
+    assert all(len(_hopper_100k(label, "medium")) == 3 for label in (*critics, "bc_100k"))  # "three seeds each"
+    below = {label: _below50(label, "medium") for label in (*critics, "bc_100k")}
+    assert all(below[label][0] > below[label][1] / 2 for label in critics), below  # "most ... below 50"
+    last5 = {label: np.mean([np.mean([e[2] for e in r["eval_history"][-5:]]) for r in _hopper_100k(label, "medium")])
+             for label in (*critics, "bc_100k")}
+    finals = {label: np.mean([r["final_normalized_score"] for r in _hopper_100k(label, "medium")]) for label in last5}
+    assert all(last5[label] < finals[label] for label in ("cql_defaults_100k", "awac_100k")), (last5, finals)  # "flatters"
+    high = {label: sum(e[2] >= 90 for r in _hopper_100k(label, "medium") for e in r["eval_history"]) for label in last5}
+    spread = {label: np.std([r["final_normalized_score"] for r in _hopper_100k(label, "medium")]) for label in last5}
+    assert min(spread, key=spread.get) == "iql_100k", spread  # "the most regular again"
+    assert max(high, key=high.get) == "bc_100k", high  # "BC visits the faster gait most often"
+    iql = _hopper_100k("iql_100k", "medium")
+    plateau = [e[2] for r in iql for e in r["eval_history"] if 30000 <= e[0] <= 50000]
+    awac_high = [r for r in _hopper_100k("awac_100k", "medium") if r["final_normalized_score"] >= 90]
+    awac_low = [sum(e[2] < 50 for e in r["eval_history"]) for r in awac_high]
+    return [f"On medium at 100,000 steps, CQL at its defaults ends at {_ms100('cql_defaults_100k', 'medium')}, AWAC at "
+            f"{_ms100('awac_100k', 'medium')}, IQL at {_ms100('iql_100k', 'medium')} and TD3+BC at "
+            f"{_ms100('td3_bc_100k', 'medium')}, against BC's {_ms100('bc_100k', 'medium')}",
+            f"over each seed's last five evaluations (steps 80,000-100,000) CQL averages "
+            f"{_last5('cql_defaults_100k', 'medium')}, AWAC {_last5('awac_100k', 'medium')}, IQL "
+            f"{_last5('iql_100k', 'medium')} and TD3+BC {_last5('td3_bc_100k', 'medium')}, against BC's "
+            f"{_last5('bc_100k', 'medium')}",
+            f"({below['cql_defaults_100k'][0]} of CQL's {below['cql_defaults_100k'][1]} evaluations over three seeds, "
+            f"{below['awac_100k'][0]} of AWAC's, {below['iql_100k'][0]} of IQL's and {below['td3_bc_100k'][0]} of "
+            f"TD3+BC's, against {below['bc_100k'][0]} of BC's)",
+            f"AWAC's {WORDS[len(awac_high)]} seeds that end at {_ends(awac_high).replace(', ', ' and ')} "
+            f"spent most of their runs below 50 ({awac_low[0]} and {awac_low[1]} of their "
+            f"{len(awac_high[0]['eval_history'])} evaluations)",
+            f"BC evaluates at 90 or more {high['bc_100k']} times in its 60 evaluations, against "
+            f"{high['cql_defaults_100k']} for CQL, {high['awac_100k']} for AWAC, {high['iql_100k']} for IQL and "
+            f"{high['td3_bc_100k']} for TD3+BC",
+            f"each seed's evaluations from step 30,000 to 50,000 are {f(min(plateau), 0)}-{f(max(plateau), 0)}, and its "
+            f"seeds end at {_ends(iql)}"]
 
 
 def hopper_datasets():
@@ -1043,6 +1105,7 @@ CLAIMS = [
     ("mopo.md", mopo_results),
     ("rlpd.md", rlpd_data),
     ("results.md", results_hopper),
+    ("results.md", results_hopper_medium_100k),
     ("datasets.md", hopper_datasets),
     ("overview.md", hopper_random),
     ("iql.md", iql_hopper_random),
