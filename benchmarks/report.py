@@ -337,7 +337,7 @@ def colours(labels: list[str], axes: dict[str, set] | None = None) -> dict[str, 
     family = {}
     for label in labels:
         family.setdefault(script_of(label) or label, []).append(label)
-    free = [h for b, h in zip([*ORDER, *[None] * len(HUES)], HUES) if b not in family]
+    free = [h for b, h in zip(ORDER, HUES) if b not in family]  # the hues of scripts not drawn
     unknown = [f for f in family if f not in ORDER]
     if len(unknown) > len(free):
         free = [colormaps["hsv"](i / len(unknown)) for i in range(len(unknown))]
