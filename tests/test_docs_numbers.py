@@ -341,7 +341,10 @@ def hopper_100k_overview():
     means = {k: np.mean([r["final_normalized_score"] for r in _hopper_100k(k, "medium")])
              for k in ("cql_defaults_100k", "awac_100k", "iql_100k", "td3_bc_100k")}
     lo, hi = min(means, key=means.get), max(means, key=means.get)
+    assert lo == "iql_100k" and means[lo] < np.mean([r["final_normalized_score"] for r in _hopper_100k("bc_100k", "medium")])
     return [f"IQL leaves BC far behind ({_ms100('iql_100k')} against {_ms100('bc_100k')}, three seeds)",
+            f"on `local/hopper/medium-v0` at the same budget it is last ({_ms100('iql_100k', 'medium')} against BC's "
+            f"{_ms100('bc_100k', 'medium')})",
             f"and at {_ms100('cql_defaults_100k')} after 100k steps",
             f"they do not beat BC at 100k steps (BC {_ms100('bc_100k', 'medium')}, the four from "
             f"{_ms100(lo, 'medium')} for {NAMES[lo]} to {_ms100(hi, 'medium')} for {NAMES[hi]}"]
@@ -415,7 +418,10 @@ def cql_alpha_reading():
 
 
 def cql_alpha_overview():
-    return [f"(expert {f(_cql_run('a0.5', 'expert')['final'])},\nmedium {f(_cql_run('a0.5', 'medium')['final'])})"]
+    final = {(a, k): _cql_run(a, k)["final"] for a in ("a0", "a0.5", "a5") for k in ("expert", "medium")}
+    assert all(final["a0.5", k] < final["a5", k] - 40 for k in ("expert", "medium")), final  # "far below it"
+    assert abs(final["a0.5", "medium"] - final["a0", "medium"]) < 10, final  # "as low as offline SAC there"
+    return [f"(expert {f(final['a0.5', 'expert'])}, medium {f(final['a0.5', 'medium'])}, as low as offline SAC there)"]
 
 
 def failure_quality():
