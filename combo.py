@@ -19,8 +19,8 @@ policy visits in the model, rho(s,a) = d^pi_M(s) pi(a|s), and up on the dataset'
 
 with d_f a mix of real transitions (a fraction f) and model transitions, and the push-down taken, as
 in cql.py and OfflineRL-Kit, as the importance-sampled log sum_a exp Q(s,a) at the model's states s.
-The paper (Section 4) shows that the policy's value under this Q lower-bounds its true value, and is
-less conservative than CQL's on the dataset's own states, which CQL pushes down and COMBO does not.
+The paper (Section 4) shows that, for alpha large enough and rollouts that differ enough from the data, the
+policy's value under this Q lower-bounds its true value over start states, and can be less conservative than CQL's.
 (beta: SAC's entropy temperature; alpha is the paper's beta.)
 
 Run `python combo.py --help` for the flags; docs/combo.md maps the objective to the lines below.

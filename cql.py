@@ -8,10 +8,10 @@ Applications", 2018, https://arxiv.org/abs/1812.05905.
 Off-policy RL on a fixed dataset overestimates the actions the data never tried: the actor picks them
 and the Bellman backup copies the error backwards, with no new data to correct it. CQL adds one term
 to the critic's loss: push Q down on every action (a soft maximum over a), push it back up on the
-dataset's actions. What the paper proves for this pair of terms (Theorem 3.2) is a bound in expectation
-under the learned policy: for alpha large enough, E_{a~pi(.|s)}[Q(s,a)] <= V^pi(s), the policy's true
-value, at the dataset's states. It does not bound Q pointwise at every (s,a); that holds for the
-push-down term alone (Theorem 3.1) and is given up by the push-up term. With `--cql-alpha 0` this file is offline SAC
+dataset's actions. The paper proves for this pair a bound in expectation under the learned policy: for
+alpha large enough, E_{a~pi(.|s)}[Q(s,a)] <= V^pi(s) at the dataset's states (Theorem 3.2, pushing down under
+pi; 3.3 for the logsumexp, while pi stays near exp(Q)/Z). It does not bound Q pointwise at every (s,a): that
+holds for the push-down term alone (Theorem 3.1), given up by the push-up term. With `--cql-alpha 0` this file is offline SAC
 with the deterministic backup (no entropy term in the TD target, the default of the CQL code and of
 CORL; `--backup-entropy` adds it, as textbook SAC has it): the failure case, kept on purpose.
 
