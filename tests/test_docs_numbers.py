@@ -313,6 +313,19 @@ def td3_bc_alpha10_readme():
     return [f"`--alpha 10` lifts it to\n{_mean_std(finals)} over 3 seeds"]
 
 
+def readme_default_runs():
+    """The README's reading of the default runs against the data's best episode (benchmarks/results/pendulum)."""
+    best = _dataset("local/pendulum/medium-replay-v0")["score_max"]
+    bc = max(_default_finals("bc").values())
+    for label in ("cql", "iql", "mopo", "cal_ql", "bcq", "rlpd"):  # "far above BC and above the best episode"
+        finals = list(_default_finals(label).values())
+        assert min(finals) > best and min(finals) > bc + 50, (label, finals)
+    bear = sorted(_default_finals("bear").values())
+    assert np.mean(bear) > best and sum(x > best for x in bear) == 1, bear  # "its mean does too, from one seed"
+    return [f"above the best episode in their data ({f(best, 0)})",
+            f"from one seed\nof three ({', '.join(f(x) for x in bear)})"]
+
+
 def readme_hopper():
     """The README's Hopper sentences: committed runs, mean ± std over three seeds (benchmarks/results/hopper at
     20k steps, hopper-100k at 100k)."""
@@ -481,9 +494,10 @@ def offline_to_online_overview():
     ms = lambda x: f"{f(x.mean())} ± {f(x.std())}"  # noqa: E731
     drop = lambda k: cell[k]["at"].mean() - cell[k]["dip"].mean()  # noqa: E731
     assert drop("awac") <= 0 and 0 < drop("cql") < drop("cal_ql")
+    assert all(_o2o_offline_swing(k)[0] < -drop(k) for k in ("cql", "cal_ql"))  # "within how far ... swing"
     return [f"AWAC shows no fall at the switch and ends at {ms(cell['awac']['final'])}; CQL dips by about "
             f"{f(drop('cql'), 0)} points and ends\nat {ms(cell['cql']['final'])}; Cal-QL dips a little further and ends "
-            f"at {ms(cell['cal_ql']['final'])}; IQL falls from {ms(cell['iql']['at'])} to {ms(cell['iql']['dip'])}\n"
+            f"at {ms(cell['cal_ql']['final'])} (both dips within how far their\noffline evaluations swing); IQL falls from {ms(cell['iql']['at'])} to {ms(cell['iql']['dip'])}\n"
             f"within the first thousand online steps and ends last, at {ms(cell['iql']['final'])}; RLPD",
             f"ends at {ms(cell['rlpd']['final'])}"]
 
@@ -612,6 +626,30 @@ def _o2o():
     return out
 
 
+def _o2o_control(label="iql"):
+    """The control of offline_to_online.json: the same seeds as `label`'s runs, trained on past the switch with
+    no online data; its lowest evaluation in the 1,000 steps after the switch, per seed."""
+    module = _figure("offline_to_online")
+    group = module.by_label(_json("offline_to_online")["offline_continuations"])[f"{label}_offline"]
+    steps, values = module.curve(group, "eval")
+    run = _o2o()[label]
+    assert [int(r["seed"]) for r in group] == run["seeds"]
+    offline = steps <= run["switch"]
+    assert np.array_equal(values[:, offline], run["values"][:, run["steps"] <= run["switch"]])  # the same runs so far
+    return values[:, (steps > run["switch"]) & (steps <= run["switch"] + 1000)].min(1)
+
+
+def _o2o_offline_swing(label):
+    """The dip's measure taken at a run's offline evaluations (the lowest of the next two minus the current one),
+    over the second half of its offline phase: how far evaluations swing with no switch at all."""
+    run = _o2o()[label]
+    steps, values, switch = run["steps"], run["values"], run["switch"]
+    idx = [j for j, s in enumerate(steps) if s >= switch / 2 and s + 1000 <= switch]
+    assert all(steps[j + 2] == steps[j] + 1000 for j in idx)
+    swing = np.concatenate([values[:, [j + 1, j + 2]].min(1) - values[:, j] for j in idx])
+    return swing.min(), swing.max()
+
+
 def offline_to_online_page():
     """offline_to_online.md's reading of its runs (offline_to_online.json) and of its data."""
     o, m = _o2o(), _dataset("local/pendulum/medium-v0")
@@ -632,7 +670,12 @@ def offline_to_online_page():
     awac = o["awac"]
     online = awac["steps"] > awac["switch"]
     sag = min(((s, v) for row in awac["values"] for s, v in zip(awac["steps"][online], row[online])), key=lambda e: e[1])
-    scale = 200 / (m["return_max"] - m["return_min"])  # iql.py's reward scale on it, T / (max R - min R)
+    control = _o2o_control("iql")
+    assert all(control > iql["dip"])  # "falls less in those 1,000 steps"
+    assert 1000 / (m["transitions"] + 1000) < 0.05  # "under 5% of a batch in the first 1,000 online steps"
+    cql_swing, cal_swing = _o2o_offline_swing("cql"), _o2o_offline_swing("cal_ql")
+    assert cql_swing[0] < -drop  # "a dip of that size is noise here"
+    cal_change = o["cal_ql"]["dip"] - o["cal_ql"]["at"]
     return [f"{m['episodes']} episodes ({m['transitions']:,}\ntransitions) of a SAC policy stopped early in training, "
             f"whose episodes score {f(m['score_mean'])} on average",
             f"whose episodes score {f(m['score_mean'])}: the mean over seeds peaks at {f(peaks['iql'])} (IQL), "
@@ -640,12 +683,14 @@ def offline_to_online_page():
             f"the three IQL runs fall from {f(iql['at'][0])}, {f(iql['at'][1])}\nand {f(iql['at'][2])} to "
             f"{f(iql['dip'][0])}, {f(iql['dip'][1])} and {f(iql['dip'][2])}, then climb back over the remaining 4,000 "
             f"steps to {ms(iql['final'])}",
-            f"with the reward scale {f(scale, 2)} and $\\beta = 3$",
+            f"falls less in those 1,000 steps, to {f(control[0])}, {f(control[1])} and {f(control[2])}",
+            f"ranges from {f(cql_swing[0])} to {f(cql_swing[1])}",
             f"first 1,000 online steps\n{ms(o['awac']['dip'])}, against {ms(o['awac']['at'])} at the switch;",
             f"({ms(iql['at'])} at the\nswitch, {ms(iql['dip'])} at the lowest) and ends last, {ms(iql['final'])}",
             f"it dips by about {f(drop, 0)} points\n({ms(o['cql']['at'])} at the switch, {ms(o['cql']['dip'])} at the "
             f"lowest) and then climbs to {ms(o['cql']['final'])}",
-            f"({ms(o['cal_ql']['at'])} at\nthe switch, {ms(o['cal_ql']['dip'])} at the lowest), is lower and wider over "
+            f"({ms(o['cal_ql']['at'])} at the switch, {ms(o['cal_ql']['dip'])}\nat the lowest; one seed falls "
+            f"{f(-cal_change.min())} points, its offline range being {f(cal_swing[0])} to {f(cal_swing[1])}), is lower and wider over "
             f"the last four evaluations\n({ms(o['cal_ql']['last4'])} against CQL's {ms(o['cql']['last4'])}), and ends "
             f"level with the others at {ms(o['cal_ql']['final'])}",
             f"({f(at_1k.min())} to {f(at_1k.max())} for its three seeds)",
@@ -657,7 +702,9 @@ def iql_online():
     """iql.md's sentence on its online phase: IQL's mean over seeds (offline_to_online.json)."""
     iql = _o2o()["iql"]
     return [f"IQL's evaluations fall from\n{f(iql['at'].mean())} at the switch to {f(iql['dip'].mean())} within the "
-            f"first 1,000 online steps (mean over seeds) and end at {f(iql['final'].mean())}"]
+            f"first 1,000 online steps (mean over seeds) and end at {f(iql['final'].mean())}",
+            f"fall less, to a lowest of {', '.join(f(x) for x in _o2o_control('iql')[:2])} and "
+            f"{f(_o2o_control('iql')[2])} in those 1,000 steps"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -1105,6 +1152,7 @@ CLAIMS = [
     ("overview.md", td3_bc_alpha10),
     ("../README.md", td3_bc_alpha10_readme),
     ("../README.md", readme_hopper),
+    ("../README.md", readme_default_runs),
     ("overview.md", hopper_100k_overview),
     ("bc.md", bc_results),
     ("cql.md", cql_results),
@@ -1160,3 +1208,31 @@ def test_a_changed_number_is_caught():
     sentence = _flat(cql_lagrangian_overview()[2])
     assert sentence in text and "7.27" in sentence
     assert sentence not in text.replace("7.27", "4.27"), "a page whose gap reads 4.27 must not match the data's 7.27"
+
+
+def test_collecting_the_offline_to_online_runs_keeps_controls_apart(tmp_path):
+    """offline_to_online.py --collect: a run labelled *_offline (no online phase) is kept under
+    offline_continuations, not among the online runs, and collecting another folder keeps what it does not
+    replace."""
+    module = _figure("offline_to_online")
+
+    def sweep(name, label, seed):
+        run = tmp_path / name / label / "local-pendulum-medium-v0" / f"seed{seed}" / "runs" / "r"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({
+            "algorithm": "iql", "dataset_id": "local/pendulum/medium-v0", "seed": seed, "steps": 1000,
+            "online_steps": 0, "eval_history": [[500, -600.0, 40.0], [1000, -500.0, 50.0]]}))
+        return tmp_path / name
+
+    out = tmp_path / "o2o.json"
+    online = {"label": "awac", "script": "awac", "seed": 0, "offline_steps": 500, "online_steps": 500,
+              "eval": [[500, 1.0]], "online_episodes": []}
+    out.write_text(json.dumps({"runs": [online]}))
+    module.collect(sweep("a", "iql_offline", 0), out)
+    module.collect(sweep("b", "cql_offline", 1), out)
+    data = json.loads(out.read_text())
+    assert data["runs"] == [online]  # the online runs are untouched, and no control joined them
+    assert [(r["label"], r["seed"], r["eval"]) for r in data["offline_continuations"]] == [
+        ("cql_offline", 1, [[500, 40.0], [1000, 50.0]]), ("iql_offline", 0, [[500, 40.0], [1000, 50.0]])]
+    module.collect(sweep("c", "other", 2), out)  # an offline run without the suffix is no control
+    assert len(json.loads(out.read_text())["offline_continuations"]) == 2

@@ -11,6 +11,12 @@ The runs are a sweep (docs/sweeps.md), e.g. the ones behind the page:
         --out sweeps/offline_to_online --extra-args="--total-steps 5000 --online-steps 5000 --eval-freq 500" --jobs 1
     python -m benchmarks.sweep --scripts rlpd --datasets local/pendulum/medium-v0 --seeds 0 1 2 \\
         --out sweeps/offline_to_online --extra-args="--total-steps 5000 --eval-freq 500" --jobs 1
+    python -m benchmarks.sweep --scripts iql_offline=iql --datasets local/pendulum/medium-v0 --seeds 0 1 2 \\
+        --out sweeps/offline_to_online --extra-args="--total-steps 10000 --actor-lr-schedule constant --eval-freq 500" --jobs 1
+
+The last sweep is the control for IQL's fall at the switch: the same seeds trained on past the switch
+with no online data and the learning rates of a fine-tuning run (`--actor-lr-schedule constant`), drawn
+dashed. A label ending in `_offline` marks such a run: `--collect` keeps it apart from the online runs.
 
 The x axis counts steps from the switch: offline gradient steps before it (negative), env steps after
 it. RLPD has no offline phase (its switch is step 0, each env step followed by several gradient
@@ -38,13 +44,18 @@ def collect(sweep: Path, out: Path) -> None:
     sys.path.insert(0, str(ROOT))
     from common.datasets import load_dataset
 
-    runs = json.loads(out.read_text())["runs"] if out.exists() else []
-    new, datasets = [], {}
+    old = json.loads(out.read_text()) if out.exists() else {}
+    runs, controls = old.get("runs", []), old.get("offline_continuations", [])
+    new, new_controls, datasets = [], [], {}
     for path in sorted(sweep.glob("*/*/seed*/runs/*/summary.json")):
         s = json.loads(path.read_text())
-        if not s.get("online_steps"):
-            continue
         label = path.relative_to(sweep).parts[0]
+        if not s.get("online_steps"):
+            if label.endswith("_offline"):  # a control: the offline phase continued, no online data
+                new_controls.append({"label": label, "script": s["algorithm"], "dataset_id": s["dataset_id"],
+                                     "seed": s["seed"], "steps": s["steps"],
+                                     "eval": [[step, round(score, 2)] for step, _, score in s["eval_history"]]})
+            continue
         if s["dataset_id"] not in datasets:
             datasets[s["dataset_id"]] = load_dataset(s["dataset_id"], "cpu", verbose=False)
         data = datasets[s["dataset_id"]]
@@ -56,12 +67,13 @@ def collect(sweep: Path, out: Path) -> None:
             "eval": [[step, round(score, 2)] for step, _, score in s["eval_history"]],
             "online_episodes": [[step, round(float(sc), 2)] for (step, _), sc in zip(online, scores)],
         })
-    labels = {r["label"] for r in new}
-    runs = [r for r in runs if r["label"] not in labels] + new
-    runs.sort(key=lambda r: (r["label"], r["seed"]))
+    labels = {r["label"] for r in new} | {r["label"] for r in new_controls}
+    runs = sorted([r for r in runs if r["label"] not in labels] + new, key=lambda r: (r["label"], r["seed"]))
+    controls = sorted([r for r in controls if r["label"] not in labels] + new_controls,
+                      key=lambda r: (r["label"], r["seed"]))
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"sweep": sweep.name, "runs": runs}, indent=1) + "\n")
-    print(f"{len(new)} runs from {sweep} ({', '.join(sorted(labels))}) -> {out}")
+    out.write_text(json.dumps({"sweep": sweep.name, "runs": runs, "offline_continuations": controls}, indent=1) + "\n")
+    print(f"{len(new) + len(new_controls)} runs from {sweep} ({', '.join(sorted(labels))}) -> {out}")
 
 
 def by_label(runs: list) -> dict:
@@ -96,7 +108,7 @@ def table(groups: dict) -> str:
     return "\n".join(rows)
 
 
-def draw(groups: dict, out: Path) -> None:
+def draw(groups: dict, out: Path, controls: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,6 +127,12 @@ def draw(groups: dict, out: Path) -> None:
         steps, values = curve(group, "online_episodes")
         axes[1].plot(steps - switch, values.mean(0), color=color, marker="o", ms=3)
         axes[1].fill_between(steps - switch, values.min(0), values.max(0), color=color, alpha=0.15, lw=0)
+    for label, group in (controls or {}).items():  # the offline phase continued past the switch: dashed
+        base = label.removesuffix("_offline")
+        switch = groups[base][0]["offline_steps"]
+        steps, values = curve(group, "eval")
+        axes[0].plot(steps - switch, values.mean(0), color=COLORS.get(base), ls="--", marker="o", ms=2,
+                     label=f"{NAMES.get(base, base)}, offline only ({len(group)} seeds)")
     for ax in axes:
         ax.axvline(0, color="black", ls="--", lw=1)
         ax.grid(alpha=0.3)
@@ -143,8 +161,9 @@ def main():
     args = p.parse_args()
     if args.collect:
         collect(args.collect, args.data)
-    groups = by_label(json.loads(args.data.read_text())["runs"])
-    draw(groups, args.out)
+    data = json.loads(args.data.read_text())
+    groups = by_label(data["runs"])
+    draw(groups, args.out, by_label(data.get("offline_continuations", [])))
     print(table(groups))
 
 
