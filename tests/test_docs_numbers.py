@@ -339,7 +339,8 @@ def readme_hopper():
             f"on medium-replay ({_mean_std(_hopper('awac', 'medium-replay'))} and "
             f"{_mean_std(_hopper('dt', 'medium-replay'))} against BC's {_mean_std(_hopper('bc', 'medium-replay'))})",
             f"DT leads on medium-expert at 20k steps ({_mean_std(_hopper('dt', 'medium-expert'))}, against BC's "
-            f"{_mean_std(_hopper('bc', 'medium-expert'))})",
+            f"{_mean_std(_hopper('bc', 'medium-expert'))}); at 100k steps BC's seeds overlap it "
+            f"({_ms100('bc_100k', 'medium-expert')})",
             f"100k steps of a critic do not beat cloning it (BC {_ms100('bc_100k', 'medium')}; CQL "
             f"{_ms100('cql_defaults_100k', 'medium')}, AWAC {_ms100('awac_100k', 'medium')}, IQL "
             f"{_ms100('iql_100k', 'medium')}, TD3+BC {_ms100('td3_bc_100k', 'medium')})"]
@@ -360,7 +361,8 @@ def hopper_100k_overview():
             f"{_ms100('bc_100k', 'medium')})",
             f"and at {_ms100('cql_defaults_100k')} after 100k steps",
             f"they do not beat BC at 100k steps (BC {_ms100('bc_100k', 'medium')}, the four from "
-            f"{_ms100(lo, 'medium')} for {NAMES[lo]} to {_ms100(hi, 'medium')} for {NAMES[hi]}"]
+            f"{_ms100(lo, 'medium')} for {NAMES[lo]} to {_ms100(hi, 'medium')} for {NAMES[hi]}",
+            f"(at 100k steps BC's seeds overlap it, {_ms100('bc_100k', 'medium-expert')})"]
 
 
 def bc_results():
@@ -1037,6 +1039,41 @@ def results_hopper_medium_100k():
             f"seeds end at {_ends(iql)}"]
 
 
+def results_hopper_medium_expert_100k():
+    """results.md's reading of the 100k-step runs on medium-expert against DT's 20k (benchmarks/results/hopper-100k
+    and hopper)."""
+    labels = ("bc_100k", "td3_bc_100k", "cql_defaults_100k", "iql_100k")
+    assert all(len(_hopper_100k(label, "medium-expert")) == 3 for label in labels)  # "three seeds each"
+    dt = _hopper_runs("dt", "medium-expert")
+    high = {label: sum(e[2] >= 90 for r in _hopper_100k(label, "medium-expert") for e in r["eval_history"])
+            for label in labels}
+    dt_high, dt_evals = sum(e[2] >= 90 for r in dt for e in r["eval_history"]), sum(len(r["eval_history"]) for r in dt)
+    share = {label: high[label] / sum(len(r["eval_history"]) for r in _hopper_100k(label, "medium-expert"))
+             for label in labels}
+    assert all(dt_high / dt_evals > 2 * s for s in share.values()), (dt_high, share)  # "far more often"
+    finals = {label: [r["final_normalized_score"] for r in _hopper_100k(label, "medium-expert")] for label in labels}
+    dt_finals = [r["final_normalized_score"] for r in dt]
+    assert max(finals["bc_100k"]) > min(dt_finals) and max(finals["td3_bc_100k"]) > min(dt_finals)  # "overlap DT's"
+    assert np.mean(_hopper("dt", "medium")) > max(np.mean(_hopper(k, "medium")) for k in HOPPER_20K_BUT_DT)
+    spread, mean = ({k: fn(v) for k, v in finals.items()} for fn in (np.std, np.mean))
+    assert min(spread, key=spread.get) == min(mean, key=mean.get) == "iql_100k", (spread, mean)  # "again the most regular"
+    return [f"BC ends at {_ms100('bc_100k', 'medium-expert')} ({_ends(_hopper_100k('bc_100k', 'medium-expert'))}), "
+            f"TD3+BC at {_ms100('td3_bc_100k', 'medium-expert')}, CQL at its defaults at "
+            f"{_ms100('cql_defaults_100k', 'medium-expert')} and IQL at {_ms100('iql_100k', 'medium-expert')}, "
+            f"against DT's {_mean_std(dt_finals)} at 20,000 steps",
+            f"{dt_high} of its {dt_evals} evaluations are at 90 or more, against {high['bc_100k']} of BC's 60 "
+            f"evaluations at 100,000 steps, {high['td3_bc_100k']} of TD3+BC's, {high['cql_defaults_100k']} of CQL's and "
+            f"{high['iql_100k']} of IQL's",
+            f"DT leads on medium at 20,000 steps too ({_mean_std(_hopper('dt', 'medium'))}",
+            f"its seeds end at {_ends(_hopper_100k('iql_100k', 'medium-expert'))} ({_ms100('iql_100k', 'medium-expert')}, "
+            f"the smallest spread and the lowest mean of the four scripts run there), and "
+            f"{_below50('iql_100k', 'medium-expert')[0]} of its {_below50('iql_100k', 'medium-expert')[1]} evaluations "
+            f"are below 50"]
+
+
+HOPPER_20K_BUT_DT = ("bc", "iql", "cql_defaults", "bcq", "td3_bc", "awac")
+
+
 def hopper_datasets():
     """datasets.md's Hopper suite: its build's references and medium snapshot, from the datasets (dataset_stats.json)."""
     r, m, e = (_dataset(f"local/hopper/{k}-v0") for k in ("random", "medium", "expert"))
@@ -1178,6 +1215,7 @@ CLAIMS = [
     ("rlpd.md", rlpd_data),
     ("results.md", results_hopper),
     ("results.md", results_hopper_medium_100k),
+    ("results.md", results_hopper_medium_expert_100k),
     ("datasets.md", hopper_datasets),
     ("overview.md", hopper_random),
     ("iql.md", iql_hopper_random),
