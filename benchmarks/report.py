@@ -397,6 +397,20 @@ def sweep_commands(dirs: list[str]) -> list[str]:
     return commands
 
 
+def side_by_side(dirs: list[str]) -> str:
+    """How many runs each results folder's sweeps ran at once (their --jobs, as sweep.json records them)."""
+    parts = []
+    for d in dirs:
+        for path in sorted(Path(d).rglob("sweep.json")):
+            entries = json.loads(path.read_text()).get("invocations", [])
+            made = [e for e in entries if not ("done" in e and e["done"] <= e.get("already_done", 0))]
+            jobs = sorted({e["settings"]["jobs"] for e in made if e.get("settings", {}).get("jobs")})
+            if jobs:
+                shown_jobs = str(jobs[0]) if len(jobs) == 1 else f"{', '.join(map(str, jobs[:-1]))} or {jobs[-1]}"
+                parts.append(f"`{path.parent.name}` {shown_jobs}")
+    return "; ".join(parts)
+
+
 def failures(dirs: list[str]) -> list[str]:
     return [p.stem for d in dirs for p in sorted(Path(d).rglob("failures/*.log"))]
 
@@ -414,14 +428,28 @@ def aggregate_section(pool: Pool, link: dict, command: str) -> list[str]:
     how = ("recorded in every summary" if not inferred else
            "inferred, in every summary, from its own evaluations" if inferred == len(pool.runs) else
            f"recorded in {len(pool.runs) - inferred} summaries and inferred from their own evaluations in {inferred}")
+    envs = {suite(r.summary["dataset_id"]) for r in pool.runs}
+    env = envs.pop() if len(envs) == 1 else None
+    # a second pair of columns only where D4RL's references are other than the pool's own
+    env = env if env in D4RL_REFERENCES and tuple(pool.references) != D4RL_REFERENCES[env] else None
     lines = [f"Reference returns: {references_text(pool.references)} ({how}).",
              "No std here: the brackets are 95% confidence intervals.", "",
-             "| script | steps | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |",
-             "| --- | --- | --- | --- | --- | --- |"]
+             "| script | steps | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |"
+             + (" IQM, D4RL refs | mean, D4RL refs |" if env else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if env else "")]
     for label, scores in matrices.items():
         point, ci = estimates[label]
         cells = [f"{point[i]:.1f} [{ci[0][i]:.1f}, {ci[1][i]:.1f}]" for i in range(2)]
-        lines.append(f"| {label} | {budgets[label]:,} | {len(used[label])} | {scores.shape[0]} | {cells[0]} | {cells[1]} |")
+        if env:
+            # score -> return -> D4RL's scale is one increasing affine map for the whole pool, so the IQM, the mean
+            # and the percentile bootstrap's bounds map through it exactly (the same resamples, the same order)
+            lo, hi = pool.references
+            d4rl = lambda x: d4rl_rescored(lo + x * (hi - lo) / 100.0, env)  # noqa: E731
+            cells += [f"{d4rl(point[i]):.1f} [{d4rl(ci[0][i]):.1f}, {d4rl(ci[1][i]):.1f}]" for i in range(2)]
+        lines.append(f"| {label} | {budgets[label]:,} | {len(used[label])} | {scores.shape[0]} | " + " | ".join(cells) + " |")
+    if env:
+        lines += ["", f"**D4RL refs**: the same aggregates on D4RL's references for {env} "
+                  f"({references_text(D4RL_REFERENCES[env])}): not a D4RL score, other data, other env version."]
     if len({tuple(v) for v in used.values()}) > 1:
         lines += ["", "The scripts were run on different sets of datasets: compare their aggregates with care."]
     if len(set(budgets.values())) > 1:
@@ -513,6 +541,8 @@ def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
         "machine that ran them, and `--scripts-root` where a second checkout of the same scripts was used).",
         "**wall time** is each run's own duration with one torch thread, averaged over seeds; it depends on what",
         f"else ran beside it (speeds measured alone are in [benchmarks.md]({rel(docs / 'benchmarks.md')})).",
+        "The committed runs ran on CPU-only machines with 2 cores, as many side by side as their sweep's `--jobs`",
+        f"(each command above records its own): {side_by_side(dirs)}.",
         "",
         "## Per dataset",
         "",

@@ -443,12 +443,12 @@ def failure_quality():
     """The overview's data-quality experiment (failure_quality.json, seed 1) and the Hopper random set."""
     run = {(r["script"], r["dataset"].split("/")[2][:-3]): r["train"]["final_normalized_score"]
            for r in _json("failure_quality")["runs"]}
-    iql = _default_finals("iql")
+    iql, td3 = _default_finals("iql"), _default_finals("td3_bc")
     out = [f"(99.6 against 100.6)".replace("99.6", f(run["iql", "random"])).replace("100.6", f(run["iql", "medium-expert"])),
            f"reaches {f(run['awac', 'random'])}; BC, which copies the random torques, stays at the\nrandom level "
            f"({f(run['bc', 'random'])})",
-           f"stays at the data's level ({f(run['td3_bc', 'medium-replay'])}; its",
-           f"while IQL reaches {f(iql[1])} with\nthe same defaults and seed"]
+           f"stays at the data's level ({_mean_std(list(td3.values()))}\nover its three default runs; its",
+           f"while IQL reaches {_mean_std(list(iql.values()))} with the same defaults and seeds"]
     return out
 
 
@@ -502,6 +502,45 @@ def offline_to_online_overview():
             f"at {ms(cell['cal_ql']['final'])} (both dips within how far their\noffline evaluations swing); IQL falls from {ms(cell['iql']['at'])} to {ms(cell['iql']['dip'])}\n"
             f"within the first thousand online steps and ends last, at {ms(cell['iql']['final'])}; RLPD",
             f"ends at {ms(cell['rlpd']['final'])}"]
+
+
+def _corl(dataset, algo):
+    """CORL's final score for `algo` on D4RL's `dataset`, as benchmarks/report.py quotes its README."""
+    import sys
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.report import CORL_FINAL
+    finally:
+        sys.path.remove(str(REPO))
+    return CORL_FINAL[dataset][algo] if dataset else {a: np.mean([float(v[a].split()[0]) for v in CORL_FINAL.values()])
+                                                      for a in ("iql", "cql", "td3_bc", "dt", "bc", "awac")}
+
+
+def corl_overview():
+    """overview.md's CORL averages: the mean of report.CORL_FINAL's nine locomotion datasets (IQL first)."""
+    avg = _corl(None, None)
+    assert max(avg, key=avg.get) == "iql", avg  # "It is first ... on the papers' budget"
+    return [f"IQL {f(avg['iql'])}, CQL {f(avg['cql'])}, TD3+BC {f(avg['td3_bc'])}, DT {f(avg['dt'])}, BC {f(avg['bc'])}"]
+
+
+def corl_results():
+    """results.md's CORL numbers given as context beside our Hopper runs (report.CORL_FINAL)."""
+    score = lambda d, a: f(float(_corl(f"hopper-{d}-v2", a).split()[0]))  # noqa: E731
+    return [f"CORL's {score('medium-replay', 'cql')}\n  for CQL on D4RL's own hopper-medium-replay",
+            f"CORL's {score('medium-expert', 'dt')}\n  for DT on D4RL's hopper-medium-expert",
+            f"CORL's {score('medium', 'iql')} on D4RL's hopper-medium",
+            f"CORL's {score('medium', 'dt')} for DT on D4RL's\nhopper-medium"]
+
+
+def stitching_row_overview():
+    """overview.md's evidence row for the maze: each label's mean final score over its seeds on umaze-v0
+    (stitching.json), as the stitching table's mean column."""
+    runs = [r for r in _json("stitching")["runs"] if r["kind"] == "umaze"]
+    mean = {label: f(np.mean([r["final_normalized_score"] for r in runs if r["label"] == label]))
+            for label in {r["label"] for r in runs}}
+    seeds = sorted({len([r for r in runs if r["label"] == label]) for label in mean})
+    return [f"| stitching, PointMaze pieces, {seeds[0]}-{seeds[-1]} seeds (below) | {mean['BC']} (10% BC: "
+            f"{mean['BC top 10%']}) | {mean['IQL']} | {mean['CQL']} | | {mean['DT']} | | |"]
 
 
 def hopper_random():
@@ -965,7 +1004,7 @@ def results_hopper():
             f"reached {f(_at(third, 10000))} at step 10,000 and fell to {f(_at(third, 15000))} by step 15,000",
             f"ended at {f(min(r['final_normalized_score'] for r in cql_me), 0)}-"
             f"{f(max(r['final_normalized_score'] for r in cql_me), 0)})",
-            f"Its mean final return, {np.mean(dt_returns):,.0f}, is {_mean_std([_d4rl_hopper(x) for x in dt_returns])}",
+            f"DT's mean final return, {np.mean(dt_returns):,.0f}, is {_mean_std([_d4rl_hopper(x) for x in dt_returns])}",
             f"data's median return ({median_target[0]:,.1f}) instead of its best episode's ({best_target.pop():,.1f}), it "
             f"returned {', '.join(f'{x:,.0f}' for x in asked_median[:2])} and {asked_median[2]:,.0f}, against "
             f"{', '.join(f'{x:,.0f}' for x in asked_best[:2])} and {asked_best[2]:,.0f} when asked for the best",
@@ -1017,6 +1056,7 @@ def results_hopper_medium_100k():
     assert max(high, key=high.get) == "bc_100k", high  # "BC visits the faster gait most often"
     iql = _hopper_100k("iql_100k", "medium")
     plateau = [e[2] for r in iql for e in r["eval_history"] if 30000 <= e[0] <= 50000]
+    iql_returns = [r["final_return_mean"] for r in iql]
     awac_high = [r for r in _hopper_100k("awac_100k", "medium") if r["final_normalized_score"] >= 90]
     awac_low = [sum(e[2] < 50 for e in r["eval_history"]) for r in awac_high]
     return [f"On medium at 100,000 steps, CQL at its defaults ends at {_ms100('cql_defaults_100k', 'medium')}, AWAC at "
@@ -1036,7 +1076,9 @@ def results_hopper_medium_100k():
             f"{high['cql_defaults_100k']} for CQL, {high['awac_100k']} for AWAC, {high['iql_100k']} for IQL and "
             f"{high['td3_bc_100k']} for TD3+BC",
             f"each seed's evaluations from step 30,000 to 50,000 are {f(min(plateau), 0)}-{f(max(plateau), 0)}, and its "
-            f"seeds end at {_ends(iql)}"]
+            f"seeds end at {_ends(iql)}",
+            f"Its mean final return, {np.mean(iql_returns):,.0f}, is "
+            f"{_mean_std([_d4rl_hopper(x) for x in iql_returns])} on D4RL's Hopper scale"]
 
 
 def results_hopper_medium_expert_100k():
@@ -1214,6 +1256,9 @@ CLAIMS = [
     ("mopo.md", mopo_results),
     ("rlpd.md", rlpd_data),
     ("results.md", results_hopper),
+    ("results.md", corl_results),
+    ("overview.md", corl_overview),
+    ("overview.md", stitching_row_overview),
     ("results.md", results_hopper_medium_100k),
     ("results.md", results_hopper_medium_expert_100k),
     ("datasets.md", hopper_datasets),

@@ -60,6 +60,7 @@ EVIDENCE_ROWS = [
 TABLES = [
     ("bc_quality", 0, "bc.md"),
     ("failure_coverage", 0, "overview.md"),
+    ("failure_coverage", 1, "overview.md"),
     ("failure_quality", 0, "overview.md"),
     ("failure_shift", 0, "overview.md"),
     ("offline_to_online", 0, "offline_to_online.md"),

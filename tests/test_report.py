@@ -244,6 +244,13 @@ def test_runs_are_pooled_by_their_references_not_by_env_name(tmp_path):
                                  (d4rl, 75.0, "random -20.3, expert 3,234.3 (recorded")):
         assert refs in section, section
         assert [float(c.split()[0]) for c in row(section, "bc")[4:6]] == [value, value], section
+    # our references get a second pair of columns on D4RL's: the IQM and mean of the rescored returns, by brute
+    # force (the returns 100, 200, 300, 400: the middle two and all four both average 250); D4RL's own pool, none
+    lo, hi = report.D4RL_REFERENCES["hopper"]
+    rescored = sorted(100 * (ret - lo) / (hi - lo) for ret in (100.0, 200.0, 300.0, 400.0))
+    brute = [np.mean(rescored[1:3]), np.mean(rescored)]
+    assert [float(c.split()[0]) for c in row(local, "bc")[6:8]] == [round(v, 1) for v in brute], local
+    assert "IQM, D4RL refs" not in d4rl and len(row(d4rl, "bc")) == 6, d4rl
     # same references, other families: one pool
     add_run(out, "iql", "other/hopper/medium-v0", 0, final=1.0, best=1.0, refs=REFS[HOPPER], record=True)
     assert [p.name for p in report.pools(report.find_runs([str(out)]))] == [
@@ -336,3 +343,16 @@ def test_a_script_keeps_its_hue_and_labels_sharing_axes_differ(tmp_path, monkeyp
     assert colour["iql_100k"] == colour["iql"] and colour["cql_defaults_100k"] == colour["cql"], colour
     assert colour["cql_defaults"] != colour["cql"] and abs(hue("cql_defaults") - hue("cql")) < 0.02, colour
     assert len({colour[label] for label in ("cql", "iql", "awac_100k", "s00")}) == 4, colour
+
+
+def test_side_by_side_reads_each_folders_jobs_and_skips_sweeps_that_made_nothing(tmp_path):
+    def invocation(jobs, done, already):
+        return {"command": f"python -m benchmarks.sweep --jobs {jobs}", "settings": {"jobs": jobs},
+                "done": done, "already_done": already}
+
+    for name, entries in {"a": [invocation(2, 3, 0), invocation(1, 4, 3), invocation(3, 4, 4)],
+                          "b": [invocation(2, 1, 0)]}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "sweep.json").write_text(json.dumps({"invocations": entries}))
+    # folder a's --jobs 3 finished nothing new (all 4 were already done): it ran nothing side by side
+    assert report.side_by_side([str(tmp_path)]) == "`a` 1 or 2; `b` 2"

@@ -15,6 +15,7 @@ point).
 """
 
 import argparse
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -106,11 +107,22 @@ def draw(data: dict, out: str) -> None:
 
 
 def table(data: dict) -> None:
+    """Two tables: the normalised scores (ours), then the same evaluations' mean returns and those returns on
+    D4RL's Hopper references (not a D4RL score: other data, other env version)."""
+    sys.path.insert(0, str(fr.ROOT))
+    from benchmarks.report import D4RL_REFERENCES
+
+    low, high = D4RL_REFERENCES["hopper"]
     noises = [DEFAULT_NOISE] + NOISE
     print("\n| script | data | " + " | ".join(f"noise {n}" for n in noises) + " |")
     print("| --- | --- |" + " --- |" * len(noises))
     for r in data["runs"]:
         cells = [f"{e['normalized_score']:.1f}" for e in r["evals"]]
+        print(f"| {SCRIPTS[r['script']]} | `{r['dataset']}` | " + " | ".join(cells) + " |")
+    print("\n| script: mean return (D4RL refs) | data | " + " | ".join(f"noise {n}" for n in noises) + " |")
+    print("| --- | --- |" + " --- |" * len(noises))
+    for r in data["runs"]:
+        cells = [f"{e['return_mean']:,.0f} ({100 * (e['return_mean'] - low) / (high - low):.1f})" for e in r["evals"]]
         print(f"| {SCRIPTS[r['script']]} | `{r['dataset']}` | " + " | ".join(cells) + " |")
 
 
