@@ -356,6 +356,19 @@ def colours(labels: list[str], axes: dict[str, set] | None = None) -> dict[str, 
     return out
 
 
+PANELS_PER_ROW = 3  # a figure of many budgets wraps into rows: one row of eight panels is too wide to read
+
+
+def panels(plt, n: int):
+    """A figure of n panels sharing the y axis, at most PANELS_PER_ROW a row, the unused places removed."""
+    rows, cols = -(-n // PANELS_PER_ROW), min(n, PANELS_PER_ROW)
+    fig, grid = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.8 * rows), squeeze=False, sharey=True)
+    axes = list(grid.flat)
+    for ax in axes[n:]:
+        fig.delaxes(ax)
+    return fig, axes[:n]
+
+
 def shown(path: str) -> str:
     """A path as the page shows it: relative to the current folder when inside it, with forward slashes."""
     absolute = Path(path).resolve()
@@ -695,8 +708,8 @@ def draw(runs: list[Run], figures: str) -> list[Path]:
         profiles = interval_estimates(matrices, lambda s: (s.reshape(-1, 1) > taus).mean(axis=0))
         first = next(iter(matrices))
         assert np.allclose(profiles[first][0], rly.score_distributions(matrices[first], taus))
-        fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False, sharey=True)
-        for ax, (steps, labels) in zip(axes[0], groups):
+        fig, axes = panels(plt, len(groups))
+        for ax, (steps, labels) in zip(axes, groups):
             for label in labels:
                 point, ci = profiles[label]
                 ax.plot(taus, point, color=colour[label], label=label)
@@ -705,7 +718,8 @@ def draw(runs: list[Run], figures: str) -> list[Path]:
             ax.set_xlabel(r"normalised score $\tau$")
             ax.grid(alpha=0.3)
             ax.legend(**legend)
-        axes[0][0].set_ylabel(r"fraction of runs with score > $\tau$")
+        for ax in axes[::PANELS_PER_ROW]:
+            ax.set_ylabel(r"fraction of runs with score > $\tau$")
         fig.tight_layout()
         save(fig, ("profile", pool.slug))
 
@@ -718,18 +732,20 @@ def draw(runs: list[Run], figures: str) -> list[Path]:
             if len(steps):
                 drawn[label] = (budget(mine), steps, mean, std)
         groups = by_budget({label: v[0] for label, v in drawn.items()}) or [(0, [])]
-        fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 3.8), squeeze=False, sharey=True)
-        for ax, (total, labels) in zip(axes[0], groups):
+        fig, axes = panels(plt, len(groups))
+        for ax, (total, labels) in zip(axes, groups):
             for label in labels:
                 _, steps, mean, std = drawn[label]
-                ax.plot(steps, mean, color=colour[label], label=label)
+                # markers: each point is an evaluation, and a label with one evaluation is a point, not a line
+                ax.plot(steps, mean, color=colour[label], label=label, marker="o", markersize=3)
                 ax.fill_between(steps, mean - std, mean + std, color=colour[label], alpha=0.2)
             ax.set_title(f"{dataset}, {total:,} gradient steps" if labels else dataset, fontsize=10)
             ax.set_xlabel("gradient step")
             ax.grid(alpha=0.3)
             if labels:
                 ax.legend(**legend)
-        axes[0][0].set_ylabel("normalised score (mean ± population std)")
+        for ax in axes[::PANELS_PER_ROW]:
+            ax.set_ylabel("normalised score (mean ± population std)")
         fig.tight_layout()
         save(fig, dataset)
     return written

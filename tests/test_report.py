@@ -356,3 +356,19 @@ def test_side_by_side_reads_each_folders_jobs_and_skips_sweeps_that_made_nothing
         (tmp_path / name / "sweep.json").write_text(json.dumps({"invocations": entries}))
     # folder a's --jobs 3 finished nothing new (all 4 were already done): it ran nothing side by side
     assert report.side_by_side([str(tmp_path)]) == "`a` 1 or 2; `b` 2"
+
+
+def test_many_budgets_wrap_into_rows_of_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = report.panels(plt, 8)
+    assert len(axes) == len(fig.axes) == 8, "the ninth place of the 3x3 grid is removed"
+    rows = sorted({round(ax.get_position().y0, 3) for ax in axes})
+    assert len(rows) == 3 and max(sum(round(ax.get_position().y0, 3) == y for ax in axes) for y in rows) == 3
+    plt.close(fig)
+    fig, axes = report.panels(plt, 2)
+    assert len({round(ax.get_position().y0, 3) for ax in axes}) == 1, "two budgets stay side by side"
+    plt.close(fig)
