@@ -46,6 +46,7 @@ BOOTSTRAP_REPS = 2000
 # CORL's README (tinkoff-ai/CORL at 6afec90, "D4RL Benchmarks > Offline > Last Scores > Gym-MuJoCo"):
 # final normalised score, mean +- std over 4 seeds (results/runs_tables/offline_urls.csv), 1M gradient
 # steps (DT: 100k), on the original D4RL -v2 datasets. Only the columns of algorithms we have or plan.
+CORL_STEPS = {"dt": 100_000}  # gradient steps behind CORL_FINAL; every other algorithm 1M
 CORL_URL = "https://github.com/tinkoff-ai/CORL/blob/6afec90484bbf47dee05fdf525e26a3ebe028e9b/README.md#gym-mujoco"
 CORL_FINAL = {
     "halfcheetah-medium-v2": {"bc": "42.40 ± 0.19", "td3_bc": "48.10 ± 0.18", "awac": "49.46 ± 0.62",
@@ -410,17 +411,24 @@ def sweep_commands(dirs: list[str]) -> list[str]:
     return commands
 
 
-def side_by_side(dirs: list[str]) -> str:
-    """How many runs each results folder's sweeps ran at once (their --jobs, as sweep.json records them)."""
+def at_once(runs: list[Run], dirs: list[str]) -> str:
+    """The most runs of each results folder (a folder with a sweep.json) that ran at the same time, from each
+    run's start (the time stamp that ends its run name, `..._<unix time>`) and its wall time. Runs of other
+    folders may have shared the machine too: the folders do not say where they ran."""
     parts = []
     for d in dirs:
-        for path in sorted(Path(d).rglob("sweep.json")):
-            entries = json.loads(path.read_text()).get("invocations", [])
-            made = [e for e in entries if not ("done" in e and e["done"] <= e.get("already_done", 0))]
-            jobs = sorted({e["settings"]["jobs"] for e in made if e.get("settings", {}).get("jobs")})
-            if jobs:
-                shown_jobs = str(jobs[0]) if len(jobs) == 1 else f"{', '.join(map(str, jobs[:-1]))} or {jobs[-1]}"
-                parts.append(f"`{path.parent.name}` {shown_jobs}")
+        for folder in sorted(p.parent.resolve() for p in Path(d).rglob("sweep.json")):
+            events = []
+            for r in runs:
+                stamp = r.path.parent.name.rsplit("__", 1)[-1]
+                if folder in r.path.resolve().parents and stamp.isdigit() and r.summary.get("wall_time_s"):
+                    events += [(int(stamp), 1), (int(stamp) + float(r.summary["wall_time_s"]), -1)]
+            running = most = 0
+            for _, change in sorted(events):  # at equal times an end (-1) sorts before a start: they did not overlap
+                running += change
+                most = max(most, running)
+            if events:
+                parts.append(f"`{folder.name}` {most}")
     return "; ".join(parts)
 
 
@@ -444,18 +452,19 @@ def aggregate_section(pool: Pool, link: dict, command: str) -> list[str]:
     envs = {suite(r.summary["dataset_id"]) for r in pool.runs}
     env = envs.pop() if len(envs) == 1 else None
     # a second pair of columns only where D4RL's references are other than the pool's own
-    env = env if env in D4RL_REFERENCES and tuple(pool.references) != D4RL_REFERENCES[env] else None
+    env = env if env in D4RL_REFERENCES and not same_references(pool.references, D4RL_REFERENCES[env]) else None
     lines = [f"Reference returns: {references_text(pool.references)} ({how}).",
              "No std here: the brackets are 95% confidence intervals.", "",
              "| script | steps | datasets | runs per dataset | IQM (95% CI) | mean (95% CI) |"
-             + (" IQM, D4RL refs | mean, D4RL refs |" if env else ""),
+             + (" IQM (95% CI), D4RL refs | mean (95% CI), D4RL refs |" if env else ""),
              "| --- | --- | --- | --- | --- | --- |" + (" --- | --- |" if env else "")]
     for label, scores in matrices.items():
         point, ci = estimates[label]
         cells = [f"{point[i]:.1f} [{ci[0][i]:.1f}, {ci[1][i]:.1f}]" for i in range(2)]
         if env:
-            # score -> return -> D4RL's scale is one increasing affine map for the whole pool, so the IQM, the mean
-            # and the percentile bootstrap's bounds map through it exactly (the same resamples, the same order)
+            # score -> return -> D4RL's scale is one increasing affine map for the whole pool (its runs share their
+            # references, to same_references' 1e-3), so the IQM, the mean and the percentile bootstrap's bounds map
+            # through it exactly: the same resamples, the same order, the same scores trimmed
             lo, hi = pool.references
             d4rl = lambda x: d4rl_rescored(lo + x * (hi - lo) / 100.0, env)  # noqa: E731
             cells += [f"{d4rl(point[i]):.1f} [{d4rl(ci[0][i]):.1f}, {d4rl(ci[1][i]):.1f}]" for i in range(2)]
@@ -554,8 +563,8 @@ def page(runs: list[Run], dirs: list[str], out: str, figures: str) -> str:
         "machine that ran them, and `--scripts-root` where a second checkout of the same scripts was used).",
         "**wall time** is each run's own duration with one torch thread, averaged over seeds; it depends on what",
         f"else ran beside it (speeds measured alone are in [benchmarks.md]({rel(docs / 'benchmarks.md')})).",
-        "The committed runs ran on CPU-only machines with 2 cores, as many side by side as their sweep's `--jobs`",
-        f"(each command above records its own): {side_by_side(dirs)}.",
+        *([f"The most runs of one results folder that ran at the same time, by each run's start (the time stamp that ends",
+           f"its run name) and wall time: {at_once(runs, dirs)}."] if at_once(runs, dirs) else []),
         "",
         "## Per dataset",
         "",

@@ -448,7 +448,9 @@ def failure_quality():
            f"reaches {f(run['awac', 'random'])}; BC, which copies the random torques, stays at the\nrandom level "
            f"({f(run['bc', 'random'])})",
            f"stays at the data's level ({_mean_std(list(td3.values()))}\nover its three default runs; its",
-           f"while IQL reaches {_mean_std(list(iql.values()))} with the same defaults and seeds"]
+           f"while IQL reaches {_mean_std(list(iql.values()))} with the same defaults and seeds",
+           f"(TD3+BC's {f(run['td3_bc', 'medium-replay'])} there is its seed 1)"]
+    assert f(td3[1]) == f(run["td3_bc", "medium-replay"]), (td3, run)  # the table's run is the default run of seed 1
     return out
 
 
@@ -520,13 +522,29 @@ def corl_overview():
     """overview.md's CORL averages: the mean of report.CORL_FINAL's nine locomotion datasets (IQL first)."""
     avg = _corl(None, None)
     assert max(avg, key=avg.get) == "iql", avg  # "It is first ... on the papers' budget"
-    return [f"IQL {f(avg['iql'])}, CQL {f(avg['cql'])}, TD3+BC {f(avg['td3_bc'])}, DT {f(avg['dt'])}, BC {f(avg['bc'])}"]
+    return [f"IQL {f(avg['iql'], 2)}, CQL {f(avg['cql'], 2)}, TD3+BC {f(avg['td3_bc'], 2)}, DT {f(avg['dt'], 2)}, "
+            f"BC {f(avg['bc'], 2)}"]
 
 
 def corl_results():
     """results.md's CORL numbers given as context beside our Hopper runs (report.CORL_FINAL)."""
     score = lambda d, a: f(float(_corl(f"hopper-{d}-v2", a).split()[0]))  # noqa: E731
-    return [f"CORL's {score('medium-replay', 'cql')}\n  for CQL on D4RL's own hopper-medium-replay",
+    import sys
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.report import ALGORITHM_LABEL_FILE, CORL_FINAL, CORL_STEPS
+    finally:
+        sys.path.remove(str(REPO))
+    corl, name = next(iter(CORL_FINAL.values())), {v: k for k, v in ALGORITHM_LABEL_FILE.items()}
+    runs = [r | {"algorithm": name.get(r["algorithm"], r["algorithm"])}
+            for folder in ("hopper/*", "hopper-100k/*") for r in _summaries(folder, "local/hopper/*")]
+    ratios = {CORL_STEPS.get(r["algorithm"], 1_000_000) / r["steps"] for r in runs if r["algorithm"] in corl}
+    ours = sorted({r["steps"] for r in runs if r["algorithm"] != "dt"})
+    dt = sorted({r["steps"] for r in runs if r["algorithm"] == "dt"})
+    return [f"at {min(ratios):.0f} to {max(ratios):.0f} times our steps (1M gradient\nsteps of 256 transitions against "
+            f"our {', '.join(f'{x:,}' for x in ours[:-1])} or {ours[-1]:,}; DT's {CORL_STEPS['dt']:,} steps of 4,096\n"
+            f"sequences against our {', '.join(f'{x:,}' for x in dt)} of 64)",
+            f"CORL's {score('medium-replay', 'cql')}\n  for CQL on D4RL's own hopper-medium-replay",
             f"CORL's {score('medium-expert', 'dt')}\n  for DT on D4RL's hopper-medium-expert",
             f"CORL's {score('medium', 'iql')} on D4RL's hopper-medium",
             f"CORL's {score('medium', 'dt')} for DT on D4RL's\nhopper-medium"]
@@ -994,7 +1012,7 @@ def results_hopper():
             f"same seed's $Q(s, a)$ is {f(cql0_100k['final_values']['q_data'], 0)} against "
             f"{f(cql0_100k['final_values']['mc_return'], 0)}",
             f"(its seeds from {f(min(bcq5), 0)}-{f(max(bcq5), 0)} at step 5,000 to {f(min(bcq20), 0)}-{f(max(bcq20), 0)})",
-            f"CQL's mean final return at 100,000 steps, {np.mean(cql_returns):,.0f}, is "
+            f"CQL's final returns at 100,000 steps (mean {np.mean(cql_returns):,.0f}) score "
             f"{_mean_std([_d4rl_hopper(x) for x in cql_returns])} on D4RL's Hopper scale",
             f"DT ends at {ms('dt', 'medium-expert')} on medium-expert ({_ends(dt_me[:2])} and "
             f"{f(dt_me[2]['final_normalized_score'])})",
@@ -1004,7 +1022,8 @@ def results_hopper():
             f"reached {f(_at(third, 10000))} at step 10,000 and fell to {f(_at(third, 15000))} by step 15,000",
             f"ended at {f(min(r['final_normalized_score'] for r in cql_me), 0)}-"
             f"{f(max(r['final_normalized_score'] for r in cql_me), 0)})",
-            f"DT's mean final return, {np.mean(dt_returns):,.0f}, is {_mean_std([_d4rl_hopper(x) for x in dt_returns])}",
+            f"DT's final returns (mean {np.mean(dt_returns):,.0f}) score {_mean_std([_d4rl_hopper(x) for x in dt_returns])} "
+            f"on D4RL's Hopper scale, against {ms('dt', 'medium-expert')} on ours",
             f"data's median return ({median_target[0]:,.1f}) instead of its best episode's ({best_target.pop():,.1f}), it "
             f"returned {', '.join(f'{x:,.0f}' for x in asked_median[:2])} and {asked_median[2]:,.0f}, against "
             f"{', '.join(f'{x:,.0f}' for x in asked_best[:2])} and {asked_best[2]:,.0f} when asked for the best",
@@ -1077,7 +1096,7 @@ def results_hopper_medium_100k():
             f"{high['td3_bc_100k']} for TD3+BC",
             f"each seed's evaluations from step 30,000 to 50,000 are {f(min(plateau), 0)}-{f(max(plateau), 0)}, and its "
             f"seeds end at {_ends(iql)}",
-            f"Its mean final return, {np.mean(iql_returns):,.0f}, is "
+            f"IQL's final returns there (mean {np.mean(iql_returns):,.0f}) score "
             f"{_mean_std([_d4rl_hopper(x) for x in iql_returns])} on D4RL's Hopper scale"]
 
 

@@ -28,12 +28,12 @@ def to_return(score, refs):
 
 
 def add_run(out, label, dataset, seed, final, best, steps=1000, wall=10.0, history=None, script=None, record=False,
-            refs=None):
+            refs=None, start=1700000000):
     """A run as the sweep leaves it: DIR/<label>/<dataset>/seed<S>/{run.json, runs/<name>/summary.json}; its
     evaluations are (step, return, score) with the dataset's references, which `record` writes in the summary
     (as the scripts do now; older summaries lack them)."""
     cell = Path(out) / label / dataset.replace("/", "-") / f"seed{seed}"
-    run_dir = cell / "runs" / f"{dataset.replace('/', '-')}__{label}__{seed}__1700000000"
+    run_dir = cell / "runs" / f"{dataset.replace('/', '-')}__{label}__{seed}__{start}"
     run_dir.mkdir(parents=True)
     script = script or f"{label}.py"
     (cell / "run.json").write_text(json.dumps({"label": label, "script": script, "dataset_id": dataset, "seed": seed}))
@@ -230,6 +230,7 @@ def test_runs_are_pooled_by_their_references_not_by_env_name(tmp_path):
     for seed, final in enumerate((10.0, 20.0, 30.0, 40.0)):
         add_run(out, "bc", HOPPER, seed, final=final, best=final + 5)
         add_run(out, "bc", "mujoco/hopper/medium-v0", seed, final=final + 50, best=final + 55, record=True)
+        add_run(out, "iql", HOPPER, seed, final=(10.0, 20.0, 30.0, 100.0)[seed], best=105.0)  # IQM 25, mean 40
     runs = report.find_runs([str(out)])
     assert {r.references_from for r in runs} == {"inferred", "recorded"}
     ours = next(r for r in runs if r.dataset == HOPPER)
@@ -244,12 +245,17 @@ def test_runs_are_pooled_by_their_references_not_by_env_name(tmp_path):
                                  (d4rl, 75.0, "random -20.3, expert 3,234.3 (recorded")):
         assert refs in section, section
         assert [float(c.split()[0]) for c in row(section, "bc")[4:6]] == [value, value], section
-    # our references get a second pair of columns on D4RL's: the IQM and mean of the rescored returns, by brute
-    # force (the returns 100, 200, 300, 400: the middle two and all four both average 250); D4RL's own pool, none
+    # our references get a second pair of columns on D4RL's: the IQM and the mean, with their intervals, of the
+    # rescored returns themselves, by brute force (the same bootstrap, run on the rescored runs); D4RL's own pool, none
+    from rliable import metrics
+
     lo, hi = report.D4RL_REFERENCES["hopper"]
-    rescored = sorted(100 * (ret - lo) / (hi - lo) for ret in (100.0, 200.0, 300.0, 400.0))
-    brute = [np.mean(rescored[1:3]), np.mean(rescored)]
-    assert [float(c.split()[0]) for c in row(local, "bc")[6:8]] == [round(v, 1) for v in brute], local
+    both = lambda s: np.array([metrics.aggregate_iqm(s), metrics.aggregate_mean(s)])  # noqa: E731
+    for label, finals in (("bc", (10.0, 20.0, 30.0, 40.0)), ("iql", (10.0, 20.0, 30.0, 100.0))):
+        rescored = np.array([[100 * (to_return(x, REFS[HOPPER]) - lo) / (hi - lo)] for x in finals])
+        point, ci = report.interval_estimates({label: rescored}, both)[label]
+        brute = [f"{point[i]:.1f} [{ci[0][i]:.1f}, {ci[1][i]:.1f}]" for i in range(2)]
+        assert row(local, label)[6:8] == brute, (label, row(local, label), brute)
     assert "IQM, D4RL refs" not in d4rl and len(row(d4rl, "bc")) == 6, d4rl
     # same references, other families: one pool
     add_run(out, "iql", "other/hopper/medium-v0", 0, final=1.0, best=1.0, refs=REFS[HOPPER], record=True)
@@ -345,17 +351,16 @@ def test_a_script_keeps_its_hue_and_labels_sharing_axes_differ(tmp_path, monkeyp
     assert len({colour[label] for label in ("cql", "iql", "awac_100k", "s00")}) == 4, colour
 
 
-def test_side_by_side_reads_each_folders_jobs_and_skips_sweeps_that_made_nothing(tmp_path):
-    def invocation(jobs, done, already):
-        return {"command": f"python -m benchmarks.sweep --jobs {jobs}", "settings": {"jobs": jobs},
-                "done": done, "already_done": already}
-
-    for name, entries in {"a": [invocation(2, 3, 0), invocation(1, 4, 3), invocation(3, 4, 4)],
-                          "b": [invocation(2, 1, 0)]}.items():
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "sweep.json").write_text(json.dumps({"invocations": entries}))
-    # folder a's --jobs 3 finished nothing new (all 4 were already done): it ran nothing side by side
-    assert report.side_by_side([str(tmp_path)]) == "`a` 1 or 2; `b` 2"
+def test_at_once_counts_the_runs_of_a_folder_that_overlapped_in_time(tmp_path):
+    # folder a: runs over [0, 10), [5, 15), [8, 9) and [15, 20): three at once (at 8). Folder b: one run, alone
+    # however it overlaps a's. Folder c: two runs, then two that start as the first two end: two at once, not four.
+    for name, spans in {"a": [(0, 10), (5, 10), (8, 1), (15, 5)], "b": [(5, 10)],
+                        "c": [(0, 10), (0, 10), (10, 10), (10, 10)]}.items():
+        for seed, (start, wall) in enumerate(spans):
+            add_run(tmp_path / name, f"bc_{name}", HOPPER, seed, final=10.0, best=10.0, wall=wall, start=1700000000 + start)
+        (tmp_path / name / "sweep.json").write_text(json.dumps({"invocations": []}))
+    runs = report.find_runs([str(tmp_path)])
+    assert report.at_once(runs, [str(tmp_path)]) == "`a` 3; `b` 1; `c` 2"
 
 
 def test_many_budgets_wrap_into_rows_of_panels():

@@ -119,7 +119,7 @@ def table(data: dict) -> None:
     for r in data["runs"]:
         cells = [f"{e['normalized_score']:.1f}" for e in r["evals"]]
         print(f"| {SCRIPTS[r['script']]} | `{r['dataset']}` | " + " | ".join(cells) + " |")
-    print("\n| script: mean return (D4RL refs) | data | " + " | ".join(f"noise {n}" for n in noises) + " |")
+    print("\n| script | data | " + " | ".join(f"noise {n}" for n in noises) + " |")
     print("| --- | --- |" + " --- |" * len(noises))
     for r in data["runs"]:
         cells = [f"{e['return_mean']:,.0f} ({100 * (e['return_mean'] - low) / (high - low):.1f})" for e in r["evals"]]
