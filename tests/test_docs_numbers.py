@@ -958,11 +958,13 @@ def results_hopper():
     assert sorted(spread, key=spread.get)[:2] == ["awac_100k", "cql_defaults_100k"], spread  # "the most consistent"
     assert leaves["cql_defaults_100k"][2] < min(leaves[k][2] for k in leaves if k != "cql_defaults_100k")  # "stays up"
     td3_100k = {r["seed"]: r["eval_history"] for r in _hopper_100k("td3_bc_100k")}
-    for kind in ("medium", "medium-expert"):  # "about three in four evaluations are either at 25-40 or at 90 and above"
+    shares = []
+    for kind in ("medium", "medium-expert"):  # "70-75% of evaluations are either at 25-40 or at 90 and above"
         scores = np.array([e[2] for folder in ("hopper/*", "hopper-100k/*") for r in _summaries(folder, f"local/hopper/{kind}-v0")
                            for e in r["eval_history"]])
         share = np.mean(((scores >= 25) & (scores <= 40)) | (scores >= 90))
-        assert len(scores) > 50 and 0.7 <= share <= 0.8, (kind, len(scores), share)
+        assert len(scores) > 50, (kind, len(scores))
+        shares.append(share)
     for r in _hopper_100k("td3_bc_200k"):  # "its first 100,000 repeat the 100k runs evaluation for evaluation"
         assert r["eval_history"][:len(td3_100k[r["seed"]])] == td3_100k[r["seed"]], r["seed"]
     (awac1,) = [r for r in _hopper_100k("awac_100k") if r["seed"] == 1]
@@ -1045,7 +1047,8 @@ def results_hopper():
             f"the budget at which every script fits a 2-core CPU, each script ran on medium, medium-replay and "
             f"medium-expert, three seeds each (the `cql` rows aside: {WORDS[len(_hopper('cql', 'medium-replay'))]} "
             f"seeds, below)",
-            "on medium and medium-expert about three in four evaluations are either at 25-40 or at 90 and above",
+            f"on medium and medium-expert {100 * min(shares):.0f}-{100 * max(shares):.0f}% of evaluations are either at "
+            f"25-40 or at 90 and above",
             f"run on medium-replay at 20,000 steps only, {WORDS[len(_hopper('cql', 'medium-replay'))]} seeds"]
 
 
@@ -1103,7 +1106,7 @@ def results_hopper_medium_100k():
 def results_hopper_medium_expert_100k():
     """results.md's reading of the 100k-step runs on medium-expert against DT's 20k (benchmarks/results/hopper-100k
     and hopper)."""
-    labels = ("bc_100k", "td3_bc_100k", "cql_defaults_100k", "iql_100k")
+    labels = ("bc_100k", "td3_bc_100k", "cql_defaults_100k", "awac_100k", "iql_100k")
     assert all(len(_hopper_100k(label, "medium-expert")) == 3 for label in labels)  # "three seeds each"
     dt = _hopper_runs("dt", "medium-expert")
     high = {label: sum(e[2] >= 90 for r in _hopper_100k(label, "medium-expert") for e in r["eval_history"])
@@ -1120,14 +1123,15 @@ def results_hopper_medium_expert_100k():
     assert min(spread, key=spread.get) == min(mean, key=mean.get) == "iql_100k", (spread, mean)  # "again the most regular"
     return [f"BC ends at {_ms100('bc_100k', 'medium-expert')} ({_ends(_hopper_100k('bc_100k', 'medium-expert'))}), "
             f"TD3+BC at {_ms100('td3_bc_100k', 'medium-expert')}, CQL at its defaults at "
-            f"{_ms100('cql_defaults_100k', 'medium-expert')} and IQL at {_ms100('iql_100k', 'medium-expert')}, "
+            f"{_ms100('cql_defaults_100k', 'medium-expert')}, AWAC at {_ms100('awac_100k', 'medium-expert')} and IQL at "
+            f"{_ms100('iql_100k', 'medium-expert')}, "
             f"against DT's {_mean_std(dt_finals)} at 20,000 steps",
             f"{dt_high} of its {dt_evals} evaluations are at 90 or more, against {high['bc_100k']} of BC's 60 "
-            f"evaluations at 100,000 steps, {high['td3_bc_100k']} of TD3+BC's, {high['cql_defaults_100k']} of CQL's and "
-            f"{high['iql_100k']} of IQL's",
+            f"evaluations at 100,000 steps, {high['td3_bc_100k']} of TD3+BC's, {high['cql_defaults_100k']} of CQL's, "
+            f"{high['awac_100k']} of AWAC's and {high['iql_100k']} of IQL's",
             f"DT leads on medium at 20,000 steps too ({_mean_std(_hopper('dt', 'medium'))}",
             f"its seeds end at {_ends(_hopper_100k('iql_100k', 'medium-expert'))} ({_ms100('iql_100k', 'medium-expert')}, "
-            f"the smallest spread and the lowest mean of the four scripts run there), and "
+            f"the smallest spread and the lowest mean of the {WORDS[len(labels)]} scripts run there), and "
             f"{_below50('iql_100k', 'medium-expert')[0]} of its {_below50('iql_100k', 'medium-expert')[1]} evaluations "
             f"are below 50"]
 

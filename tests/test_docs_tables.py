@@ -31,7 +31,6 @@ sys.path.remove(str(REPO))
 DEFAULT_SCRIPTS = ["bc.py", "iql.py", "cql.py", "bcq.py", "decision_transformer.py", "td3_bc.py", "awac.py"]
 HOPPER_20K = ["bc", "iql", "cql_defaults", "bcq", "dt", "td3_bc", "awac"]
 HOPPER_100K = ["bc_100k", "iql_100k", "cql_defaults_100k", None, None, "td3_bc_100k", "awac_100k"]  # no BCQ, DT runs
-HOPPER_100K_ME = ["bc_100k", "iql_100k", "cql_defaults_100k", None, None, "td3_bc_100k", None]  # AWAC not yet run there
 EVIDENCE_ROWS = [
     ("overview.md", "each script's default run, `local/pendulum/medium-replay-v0`, 3 seeds", "pendulum",
      "local/pendulum/medium-replay-v0", DEFAULT_SCRIPTS),
@@ -51,9 +50,9 @@ EVIDENCE_ROWS = [
     ("overview.md", "`local/hopper/medium-replay-v0` on D4RL's references, 100k steps", "hopper-100k",
      "local/hopper/medium-replay-v0", HOPPER_100K),
     ("overview.md", "`local/hopper/medium-expert-v0`, 100k steps", "hopper-100k", "local/hopper/medium-expert-v0",
-     HOPPER_100K_ME),
+     HOPPER_100K),
     ("overview.md", "`local/hopper/medium-expert-v0` on D4RL's references, 100k steps", "hopper-100k",
-     "local/hopper/medium-expert-v0", HOPPER_100K_ME),
+     "local/hopper/medium-expert-v0", HOPPER_100K),
 ]
 
 # (script, which of the tables its `table` prints (0 = first), the page that shows that table)
