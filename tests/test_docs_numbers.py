@@ -336,6 +336,8 @@ def readme_hopper():
     assert max(medium, key=medium.get) == "bc_100k", medium  # "do not beat cloning it"
     return [f"CQL at its defaults ({_ms100('cql_defaults_100k')}), AWAC ({_ms100('awac_100k')}), IQL "
             f"({_ms100('iql_100k')}) and TD3+BC ({_ms100('td3_bc_100k')}) all end far above BC ({_ms100('bc_100k')})",
+            f"BCQ does not ({_ms100('bcq_100k')}: from step {_collapse(_hopper_100k('bcq_100k')) // 1000}k on, its "
+            f"policies",
             f"on medium-replay ({_mean_std(_hopper('awac', 'medium-replay'))} and "
             f"{_mean_std(_hopper('dt', 'medium-replay'))} against BC's {_mean_std(_hopper('bc', 'medium-replay'))})",
             f"DT leads on medium-expert at 20k steps ({_mean_std(_hopper('dt', 'medium-expert'))}, against BC's "
@@ -360,7 +362,9 @@ def hopper_100k_overview():
             f"on `local/hopper/medium-v0` at the same budget it is last ({_ms100('iql_100k', 'medium')} against BC's "
             f"{_ms100('bc_100k', 'medium')})",
             f"and at {_ms100('cql_defaults_100k')} after 100k steps",
-            f"they do not beat BC at 100k steps (BC {_ms100('bc_100k', 'medium')}, the four from "
+            f"ends below BC ({_ms100('bcq_100k')}): from step {_collapse(_hopper_100k('bcq_100k')) // 1000}k on, "
+            f"every seed",
+            f"the four run there do not beat BC at 100k steps (BC {_ms100('bc_100k', 'medium')}, the four from "
             f"{_ms100(lo, 'medium')} for {NAMES[lo]} to {_ms100(hi, 'medium')} for {NAMES[hi]}",
             f"(at 100k steps BC's seeds overlap it, {_ms100('bc_100k', 'medium-expert')})"]
 
@@ -1031,8 +1035,8 @@ def results_hopper():
             f"{', '.join(f'{x:,.0f}' for x in asked_best[:2])} and {asked_best[2]:,.0f} when asked for the best",
             f"at most {f(max(iql_std))} points on every dataset",
             f"(a normalised {f(min(iql_score), 0)}-{f(max(iql_score), 0)})",
-            f"By the spread of their final scores AWAC and CQL are the most consistent ({f(spread['awac_100k'])} and "
-            f"{f(spread['cql_defaults_100k'])} points)",
+            f"Of the four that leave BC's level, AWAC and CQL are the most consistent by the spread of their final "
+            f"scores ({f(spread['awac_100k'])} and {f(spread['cql_defaults_100k'])} points)",
             f"IQL's three seeds end at {_ends(_hopper_100k('iql_100k'))}, CQL's at {_ends(cql100)}: IQL's seed 1 "
             f"reached {f(iql1_peak[2])} at step {iql1_peak[0]:,} and swung between "
             f"{f(min(iql1_after), 0)} and {f(max(iql1_after), 0)} for the rest of its run, ending at "
@@ -1050,6 +1054,40 @@ def results_hopper():
             f"on medium and medium-expert {100 * min(shares):.0f}-{100 * max(shares):.0f}% of evaluations are either at "
             f"25-40 or at 90 and above",
             f"run on medium-replay at 20,000 steps only, {WORDS[len(_hopper('cql', 'medium-replay'))]} seeds"]
+
+
+def _collapse(runs, level=5.0):
+    """The first evaluation step from which every later evaluation of every run scores below `level` (BC's
+    evaluations at 100k steps on medium-replay go down to 0.4, its mean is 11.8: below 5 is almost nothing)."""
+    steps = [s for s, _, _ in runs[0]["eval_history"]]
+    for step in steps:
+        if all(v < level for r in runs for s, _, v in r["eval_history"] if s >= step):
+            return step
+    return None
+
+
+def results_hopper_bcq_100k():
+    """results.md on BCQ run on to 100k steps on medium-replay (benchmarks/results/hopper-100k/bcq_100k), against
+    its 20k runs (benchmarks/results/hopper/bcq)."""
+    runs = _hopper_100k("bcq_100k")
+    runs_20k = {r["seed"]: r["eval_history"] for r in _hopper_runs("bcq", "medium-replay")}
+    for r in runs:  # "its first 20,000 repeat the 20k runs evaluation for evaluation"
+        assert r["eval_history"][:len(runs_20k[r["seed"]])] == runs_20k[r["seed"]], r["seed"]
+    fall = _collapse(runs)
+    assert fall is not None and fall < 100000, fall  # "from step ... to the end, every evaluation"
+    before = [v for r in runs for s, _, v in r["eval_history"] if 20000 < s < fall]
+    after = [(ret, v) for r in runs for s, ret, v in r["eval_history"] if s >= fall]
+    assert max(before) < 50, before  # "never leaves BC's level"
+    bc = np.mean([r["final_normalized_score"] for r in _hopper_100k("bc_100k")])
+    assert np.mean([r["final_normalized_score"] for r in runs]) < bc, "ends below BC"
+    returns = [r["final_return_mean"] for r in runs]
+    return [f"BCQ, still rising when its 20,000 steps end there, on medium-replay (`bcq_100k`, "
+            f"{WORDS[len(runs)]} seeds)",
+            f"its evaluations from step 25,000 to {fall - 5000:,} are {f(min(before), 0)}-{f(max(before), 0)}, and "
+            f"from step {fall:,} to the end every evaluation of its {WORDS[len(runs)]} seeds scores "
+            f"{f(min(v for _, v in after))} to {f(max(v for _, v in after))} (returns of "
+            f"{min(r for r, _ in after):,.0f} to {max(r for r, _ in after):,.0f})",
+            f"It ends at {_ms100('bcq_100k')} ({_mean_std([_d4rl_hopper(x) for x in returns])} on D4RL's Hopper scale)"]
 
 
 def _last5(label, kind):
@@ -1279,6 +1317,7 @@ CLAIMS = [
     ("mopo.md", mopo_results),
     ("rlpd.md", rlpd_data),
     ("results.md", results_hopper),
+    ("results.md", results_hopper_bcq_100k),
     ("results.md", corl_results),
     ("overview.md", corl_overview),
     ("overview.md", stitching_row_overview),
