@@ -1057,8 +1057,8 @@ def results_hopper():
 
 
 def _collapse(runs, level=5.0):
-    """The first evaluation step from which every later evaluation of every run scores below `level` (BC's
-    evaluations at 100k steps on medium-replay go down to 0.4, its mean is 11.8: below 5 is almost nothing)."""
+    """The first evaluation step from which every later evaluation of every run scores below `level`: what the
+    pages call earning almost nothing, well under BC's final scores on Hopper medium-replay."""
     steps = [s for s, _, _ in runs[0]["eval_history"]]
     for step in steps:
         if all(v < level for r in runs for s, _, v in r["eval_history"] if s >= step):
